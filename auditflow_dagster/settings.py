@@ -1,0 +1,163 @@
+"""The one settings object of AuditFlow.
+
+Every process (Dagster code location, daemon-launched runs, the API, the CLI, the synthetic CRM)
+reads its configuration from environment variables through :func:`get_settings`. Legacy variable
+names from the spec are kept (``FICHE_API_BASE_URL``, ``OPENAI_API_KEY`` …) because existing
+deployments set them; new knobs are prefixed ``AUDITFLOW_``.
+
+Secrets are ``SecretStr`` so that a settings object printed into a log or an error never shows
+them; :func:`normalize_secret` applies the spec's key normalization (trim, strip one pair of quotes).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def normalize_secret(value: str | None) -> str:
+    """Trim, remove one matching pair of wrapping quotes, trim again (spec 02 §2 "API key")."""
+    if not isinstance(value, str):
+        return ""
+    v = value.strip()
+    if len(v) >= 2 and v[0] == v[-1] and v[0] in ("'", '"'):
+        v = v[1:-1]
+    return v.strip()
+
+
+def _env(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+class Settings(BaseSettings):
+    """Typed view of the environment. Field names are Python names; aliases are the env vars."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    # --- where things live -------------------------------------------------------------------
+    home: Path = Field(default=Path(".auditflow"), validation_alias=_env("AUDITFLOW_HOME"))
+    database_url: str | None = Field(default=None, validation_alias=_env("AUDITFLOW_DATABASE_URL"))
+    dagster_pg_url: str | None = Field(default=None, validation_alias=_env("AUDITFLOW_DAGSTER_PG_URL"))
+    dagster_graphql_url: str = Field(
+        default="http://127.0.0.1:3000/graphql", validation_alias=_env("AUDITFLOW_DAGSTER_GRAPHQL_URL")
+    )
+    app_env: str = Field(default="development", validation_alias=_env("APP_ENV", "NODE_ENV"))
+    business_timezone: str = Field(default="Europe/Paris", validation_alias=_env("AUDITFLOW_BUSINESS_TIMEZONE"))
+
+    # --- switches between real services and offline twins ------------------------------------
+    crm_mode: Literal["http", "sample"] = Field(default="sample", validation_alias=_env("AUDITFLOW_CRM"))
+    stt_mode: Literal["elevenlabs", "sample"] = Field(default="sample", validation_alias=_env("AUDITFLOW_STT"))
+    llm_mode: Literal["openai", "offline"] = Field(default="offline", validation_alias=_env("AUDITFLOW_LLM"))
+
+    # --- CRM gateway (spec 01) ---------------------------------------------------------------
+    fiche_api_base_url: str | None = Field(
+        default=None, validation_alias=_env("FICHE_API_BASE_URL", "FICHE_API_URL")
+    )
+    fiche_api_auth_token: SecretStr = Field(default=SecretStr(""), validation_alias=_env("FICHE_API_AUTH_TOKEN"))
+    fiche_sales_include_recordings: bool = Field(
+        default=True, validation_alias=_env("FICHE_SALES_INCLUDE_RECORDINGS")
+    )
+    fiche_sales_search_concurrency: int = Field(default=1, validation_alias=_env("FICHE_SALES_SEARCH_CONCURRENCY"))
+    fiche_fetch_concurrency: int = Field(default=3, validation_alias=_env("FICHE_FETCH_CONCURRENCY"))
+    crm_max_attempts: int = Field(default=3, validation_alias=_env("AUDITFLOW_CRM_MAX_ATTEMPTS"))
+    crm_timeout_seconds: float = Field(default=60.0, validation_alias=_env("AUDITFLOW_CRM_TIMEOUT_SECONDS"))
+    cache_expiration_hours: int = Field(default=240, validation_alias=_env("CACHE_EXPIRATION_HOURS"))
+
+    # --- speech-to-text (spec 02) ------------------------------------------------------------
+    elevenlabs_api_key: SecretStr = Field(default=SecretStr(""), validation_alias=_env("ELEVENLABS_API_KEY"))
+    elevenlabs_base_url: str = Field(default="https://api.elevenlabs.io", validation_alias=_env("ELEVENLABS_BASE_URL"))
+    elevenlabs_stt_model_id: str = Field(default="scribe_v1", validation_alias=_env("ELEVENLABS_STT_MODEL_ID"))
+    transcription_max_attempts: int = Field(
+        default=6, validation_alias=_env("TRANSCRIPTION_ELEVENLABS_MAX_ATTEMPTS")
+    )
+    transcription_backoff_base_seconds: float = Field(
+        default=2.0, validation_alias=_env("TRANSCRIPTION_ELEVENLABS_BACKOFF_BASE_SECONDS")
+    )
+    transcription_backoff_max_seconds: float = Field(
+        default=60.0, validation_alias=_env("TRANSCRIPTION_ELEVENLABS_BACKOFF_MAX_SECONDS")
+    )
+    transcription_download_timeout_seconds: float = Field(
+        default=120.0, validation_alias=_env("TRANSCRIPTION_AUDIO_DOWNLOAD_TIMEOUT_SECONDS")
+    )
+    transcription_provider_timeout_seconds: float = Field(
+        default=600.0, validation_alias=_env("TRANSCRIPTION_PROVIDER_TIMEOUT_SECONDS")
+    )
+    transcription_max_recordings_per_fiche: int = Field(
+        default=50, validation_alias=_env("TRANSCRIPTION_MAX_RECORDINGS_PER_FICHE")
+    )
+    stt_concurrency: int = Field(default=4, validation_alias=_env("AUDITFLOW_STT_CONCURRENCY"))
+    transcription_per_fiche_concurrency: int = Field(
+        default=3, validation_alias=_env("TRANSCRIPTION_RECORDING_PER_FICHE_CONCURRENCY")
+    )
+
+    # --- LLM (spec 03) -----------------------------------------------------------------------
+    openai_api_key: SecretStr = Field(default=SecretStr(""), validation_alias=_env("OPENAI_API_KEY"))
+    openai_base_url: str | None = Field(default=None, validation_alias=_env("OPENAI_BASE_URL"))
+    openai_model_audit: str = Field(default="gpt-5.2", validation_alias=_env("OPENAI_MODEL_AUDIT"))
+    openai_timeout_seconds: float = Field(default=600.0, validation_alias=_env("AUDITFLOW_OPENAI_TIMEOUT_SECONDS"))
+    openai_max_retries: int = Field(default=3, validation_alias=_env("AUDITFLOW_OPENAI_MAX_RETRIES"))
+    llm_concurrency: int = Field(default=16, validation_alias=_env("AUDITFLOW_LLM_CONCURRENCY"))
+    audit_step_per_audit_concurrency: int = Field(
+        default=10, validation_alias=_env("AUDIT_STEP_PER_AUDIT_CONCURRENCY")
+    )
+    audit_evidence_gating: bool = Field(default=True, validation_alias=_env("AUDIT_EVIDENCE_GATING"))
+    audit_evidence_min_quote_chars: int = Field(
+        default=12, validation_alias=_env("AUDIT_EVIDENCE_MIN_QUOTE_CHARS")
+    )
+    audit_step_timeline_excerpt: bool = Field(default=True, validation_alias=_env("AUDIT_STEP_TIMELINE_EXCERPT"))
+    audit_step_timeline_max_chunks: int = Field(
+        default=40, validation_alias=_env("AUDIT_STEP_TIMELINE_MAX_CHUNKS")
+    )
+    audit_watchdog_minutes: int = Field(default=30, validation_alias=_env("AUDIT_WATCHDOG_MINUTES"))
+
+    # --- pipeline shape ----------------------------------------------------------------------
+    fiches_per_run: int = Field(default=50, validation_alias=_env("AUDITFLOW_FICHES_PER_RUN"))
+    fiche_concurrency: int = Field(default=8, validation_alias=_env("AUDITFLOW_FICHE_CONCURRENCY"))
+    default_audit_config_name: str | None = Field(
+        default=None, validation_alias=_env("AUDITFLOW_DEFAULT_AUDIT_CONFIG")
+    )
+
+    # --- realtime / API ----------------------------------------------------------------------
+    event_max_payload_bytes: int = Field(default=9000, validation_alias=_env("PUSHER_MAX_PAYLOAD_BYTES"))
+    api_max_body_bytes: int = Field(default=1_048_576, validation_alias=_env("AUDITFLOW_API_MAX_BODY_BYTES"))
+    sse_heartbeat_seconds: float = Field(default=15.0, validation_alias=_env("AUDITFLOW_SSE_HEARTBEAT_SECONDS"))
+    sse_poll_seconds: float = Field(default=0.25, validation_alias=_env("AUDITFLOW_SSE_POLL_SECONDS"))
+
+    @field_validator("fiche_api_auth_token", "elevenlabs_api_key", "openai_api_key", mode="before")
+    @classmethod
+    def _normalize_secret(cls, v: object) -> object:
+        if isinstance(v, SecretStr):
+            v = v.get_secret_value()
+        return SecretStr(normalize_secret(v)) if isinstance(v, str) else v
+
+    @field_validator("audit_evidence_gating", "audit_step_timeline_excerpt", "fiche_sales_include_recordings", mode="before")
+    @classmethod
+    def _legacy_flag(cls, v: object) -> object:
+        # Legacy flags are "0"/"1" strings; only an explicit "0"/"false"/"no"/"off" turns one off.
+        if isinstance(v, str):
+            return v.strip().lower() not in ("0", "false", "no", "off")
+        return v
+
+    @field_validator("audit_step_timeline_max_chunks")
+    @classmethod
+    def _min_chunks(cls, v: int) -> int:
+        return max(10, v)
+
+    @property
+    def home_dir(self) -> Path:
+        return self.home.resolve()
+
+    @property
+    def dagster_home(self) -> Path:
+        return Path(os.environ.get("DAGSTER_HOME") or (self.home_dir / "dagster_home"))
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings; tests call ``get_settings.cache_clear()`` after changing env."""
+    return Settings()
