@@ -1,0 +1,465 @@
+"""SQLAlchemy models of the application database (``auditflow``).
+
+Column names follow the legacy schema (spec 01 §2, 02 §1.3/§3.2, 03 §1.1/§2.6) because stored data
+and the frontend depend on them. Additions of the rewrite are commented. Timestamps are naive UTC
+``timestamp(3)`` like the legacy tables; every child FK cascades.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+TS = DateTime(timezone=False)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSONB, list[str]: ARRAY(Text)}
+
+
+def _pk() -> Mapped[int]:
+    return mapped_column(BigInteger, primary_key=True, autoincrement=True)
+
+
+def _created() -> Mapped[dt.datetime]:
+    return mapped_column(TS, nullable=False, server_default=func.now(), default=_now)
+
+
+def _updated() -> Mapped[dt.datetime]:
+    return mapped_column(TS, nullable=False, server_default=func.now(), default=_now, onupdate=_now)
+
+
+# --------------------------------------------------------------------------------------------
+# Fiche cache (spec 01 §2)
+# --------------------------------------------------------------------------------------------
+
+
+class FicheCache(Base):
+    __tablename__ = "fiche_cache"
+    id: Mapped[int] = _pk()
+    fiche_id: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
+    groupe: Mapped[str | None] = mapped_column(Text, index=True)
+    agence_nom: Mapped[str | None] = mapped_column(Text)
+    prospect_nom: Mapped[str | None] = mapped_column(Text)
+    prospect_prenom: Mapped[str | None] = mapped_column(Text)
+    prospect_email: Mapped[str | None] = mapped_column(Text)
+    prospect_tel: Mapped[str | None] = mapped_column(Text)
+    sales_date: Mapped[str | None] = mapped_column(Text, index=True)
+    cle: Mapped[str | None] = mapped_column(Text)
+    details_success: Mapped[bool | None] = mapped_column(Boolean)
+    details_message: Mapped[str | None] = mapped_column(Text)
+    raw_data: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
+    has_recordings: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"), default=False)
+    recordings_count: Mapped[int | None] = mapped_column(Integer)
+    fetched_at: Mapped[dt.datetime] = mapped_column(TS, nullable=False, server_default=func.now(), default=_now)
+    expires_at: Mapped[dt.datetime] = mapped_column(TS, nullable=False, index=True)
+    last_revalidated_at: Mapped[dt.datetime | None] = mapped_column(TS, index=True)
+    created_at: Mapped[dt.datetime] = _created()
+    updated_at: Mapped[dt.datetime] = _updated()
+
+
+class FicheCacheInformation(Base):
+    """1:1 normalized ``information`` section (scalars; ``modules`` as text[])."""
+
+    __tablename__ = "fiche_cache_information"
+    id: Mapped[int] = _pk()
+    fiche_cache_id: Mapped[int] = mapped_column(
+        ForeignKey("fiche_cache.id", ondelete="CASCADE"), nullable=False, unique=True
+    )
+    cle: Mapped[str | None] = mapped_column(Text)
+    date_insertion: Mapped[str | None] = mapped_column(Text)
+    createur: Mapped[str | None] = mapped_column(Text)
+    fiches_associees: Mapped[str | None] = mapped_column(Text)
+    nombre_acces: Mapped[int | None] = mapped_column(Integer)
+    dernier_acces: Mapped[str | None] = mapped_column(Text)
+    groupe: Mapped[str | None] = mapped_column(Text, index=True)
+    groupe_responsable: Mapped[str | None] = mapped_column(Text)
+    groupe_gestion: Mapped[str | None] = mapped_column(Text)
+    groupe_reclamation: Mapped[str | None] = mapped_column(Text)
+    agence_id: Mapped[str | None] = mapped_column(Text)
+    agence_nom: Mapped[str | None] = mapped_column(Text)
+    attribution_user_id: Mapped[str | None] = mapped_column(Text)
+    attribution_user_nom: Mapped[str | None] = mapped_column(Text)
+    provenance_id: Mapped[str | None] = mapped_column(Text)
+    provenance_nom: Mapped[str | None] = mapped_column(Text)
+    provenance_numero: Mapped[str | None] = mapped_column(Text)
+    provenance_periode_rappel: Mapped[str | None] = mapped_column(Text)
+    origine_id: Mapped[str | None] = mapped_column(Text)
+    origine_nom: Mapped[str | None] = mapped_column(Text)
+    attribution_bis_user_id: Mapped[str | None] = mapped_column(Text)
+    attribution_bis_user_nom: Mapped[str | None] = mapped_column(Text)
+    refus_demarchage: Mapped[bool | None] = mapped_column(Boolean)
+    exception_demarchage: Mapped[bool | None] = mapped_column(Boolean)
+    exception_demarchage_commentaire: Mapped[str | None] = mapped_column(Text)
+    niveau_interet: Mapped[int | None] = mapped_column(Integer)
+    nombre_ouverture_mails: Mapped[int | None] = mapped_column(Integer)
+    derniere_ouverture_mail: Mapped[str | None] = mapped_column(Text)
+    nombre_visualisation_pages: Mapped[int | None] = mapped_column(Integer)
+    derniere_visualisation_page: Mapped[str | None] = mapped_column(Text)
+    espace_prospect_url: Mapped[str | None] = mapped_column(Text)
+    ferme_espace_prospect: Mapped[bool | None] = mapped_column(Boolean)
+    desinscription_mail: Mapped[bool | None] = mapped_column(Boolean)
+    corbeille: Mapped[bool | None] = mapped_column(Boolean)
+    archive: Mapped[bool | None] = mapped_column(Boolean)
+    modules: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
+    extra: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, nullable=False, server_default=text("'{}'::jsonb"), default=dict
+    )  # rewrite: unknown information keys, so nothing the CRM sends is lost
+    created_at: Mapped[dt.datetime] = _created()
+    updated_at: Mapped[dt.datetime] = _updated()
+
+
+class FicheCacheEtiquette(Base):
+    __tablename__ = "fiche_cache_etiquettes"
+    __table_args__ = (UniqueConstraint("fiche_cache_id", "etiquette_index"),)
+    id: Mapped[int] = _pk()
+    fiche_cache_id: Mapped[int] = mapped_column(ForeignKey("fiche_cache.id", ondelete="CASCADE"), nullable=False)
+    etiquette_index: Mapped[int] = mapped_column(Integer, nullable=False)
+    nom: Mapped[str | None] = mapped_column(Text)
+    date: Mapped[str | None] = mapped_column(Text)
+    style: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = _created()
+
+
+class FicheCacheProspect(Base):
+    __tablename__ = "fiche_cache_prospects"
+    id: Mapped[int] = _pk()
+    fiche_cache_id: Mapped[int] = mapped_column(
+        ForeignKey("fiche_cache.id", ondelete="CASCADE"), nullable=False, unique=True
+    )
+    prospect_id: Mapped[str | None] = mapped_column(Text, index=True)
+    civilite: Mapped[int | None] = mapped_column(Integer)
+    civilite_text: Mapped[str | None] = mapped_column(Text)
+    nom: Mapped[str | None] = mapped_column(Text)
+    prenom: Mapped[str | None] = mapped_column(Text)
+    date_naissance: Mapped[str | None] = mapped_column(Text)
+    regime: Mapped[str | None] = mapped_column(Text)
+    regime_text: Mapped[str | None] = mapped_column(Text)
+    telephone: Mapped[str | None] = mapped_column(Text)
+    mobile: Mapped[str | None] = mapped_column(Text)
+    telephone_2: Mapped[str | None] = mapped_column(Text)
+    mail: Mapped[str | None] = mapped_column(Text)
+    mail_2: Mapped[str | None] = mapped_column(Text)
+    adresse: Mapped[str | None] = mapped_column(Text)
+    code_postal: Mapped[str | None] = mapped_column(Text)
+    ville: Mapped[str | None] = mapped_column(Text)
+    num_secu: Mapped[str | None] = mapped_column(Text)
+    num_affiliation: Mapped[str | None] = mapped_column(Text)
+    situation_familiale: Mapped[int | None] = mapped_column(Integer)
+    situation_familiale_text: Mapped[str | None] = mapped_column(Text)
+    madelin: Mapped[bool | None] = mapped_column(Boolean)
+    profession: Mapped[str | None] = mapped_column(Text)
+    csp: Mapped[int | None] = mapped_column(Integer)
+    csp_text: Mapped[str | None] = mapped_column(Text)
+    fax: Mapped[str | None] = mapped_column(Text)
+    extra: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, nullable=False, server_default=text("'{}'::jsonb"), default=dict
+    )
+    created_at: Mapped[dt.datetime] = _created()
+    updated_at: Mapped[dt.datetime] = _updated()
+
+
+class FicheSalesDay(Base):
+    """Rewrite (spec 01 §4.4): one marker per processed sales day, zero-sale days included."""
+
+    __tablename__ = "fiche_sales_days"
+    sales_date: Mapped[str] = mapped_column(Text, primary_key=True)
+    fetched_at: Mapped[dt.datetime] = mapped_column(TS, nullable=False, default=_now)
+    crm_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    cached_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+# --------------------------------------------------------------------------------------------
+# Recordings and transcription chunks (spec 02 §1.3, §3.2)
+# --------------------------------------------------------------------------------------------
+
+
+class Recording(Base):
+    __tablename__ = "recordings"
+    __table_args__ = (UniqueConstraint("fiche_cache_id", "call_id"),)
+    id: Mapped[int] = _pk()
+    fiche_cache_id: Mapped[int] = mapped_column(
+        ForeignKey("fiche_cache.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    call_id: Mapped[str] = mapped_column(Text, nullable=False, index=True)
+    recording_url: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    recording_date: Mapped[str | None] = mapped_column(Text, index=True)
+    recording_time: Mapped[str | None] = mapped_column(Text)
+    from_number: Mapped[str | None] = mapped_column(Text)
+    to_number: Mapped[str | None] = mapped_column(Text)
+    uuid: Mapped[str | None] = mapped_column(Text)
+    direction: Mapped[str | None] = mapped_column(Text)
+    answered: Mapped[bool | None] = mapped_column(Boolean)
+    start_time: Mapped[dt.datetime | None] = mapped_column(TS)
+    duration_seconds: Mapped[int | None] = mapped_column(Integer)
+    transcription_id: Mapped[str | None] = mapped_column(Text)
+    transcription_text: Mapped[str | None] = mapped_column(Text)
+    transcription_data: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    transcription_language_code: Mapped[str | None] = mapped_column(Text)
+    transcription_language_probability: Mapped[float | None] = mapped_column(Float)
+    has_transcription: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"), default=False)
+    transcribed_at: Mapped[dt.datetime | None] = mapped_column(TS)
+    created_at: Mapped[dt.datetime] = _created()
+    updated_at: Mapped[dt.datetime] = mapped_column(TS, nullable=False, default=_now, onupdate=_now)
+
+
+class RecordingTranscriptionChunk(Base):
+    __tablename__ = "recording_transcription_chunks"
+    __table_args__ = (UniqueConstraint("recording_id", "chunk_index"),)
+    id: Mapped[int] = _pk()
+    recording_id: Mapped[int] = mapped_column(
+        ForeignKey("recordings.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    chunk_index: Mapped[int] = mapped_column(Integer, nullable=False, index=True)
+    start_timestamp: Mapped[float] = mapped_column(Float, nullable=False)
+    end_timestamp: Mapped[float] = mapped_column(Float, nullable=False)
+    message_count: Mapped[int] = mapped_column(Integer, nullable=False)
+    speakers: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False, server_default=text("'{}'"))
+    full_text: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[dt.datetime] = _created()
+
+
+# --------------------------------------------------------------------------------------------
+# Audit configurations (spec 03 §1)
+# --------------------------------------------------------------------------------------------
+
+
+class AuditConfig(Base):
+    __tablename__ = "audit_configs"
+    id: Mapped[int] = _pk()
+    name: Mapped[str] = mapped_column(Text, nullable=False)
+    description: Mapped[str | None] = mapped_column(Text)
+    system_prompt: Mapped[str | None] = mapped_column(Text)
+    is_active: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"), default=True)
+    run_automatically: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, server_default=text("false"), default=False
+    )
+    created_by: Mapped[str | None] = mapped_column(Text)
+    extra: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, nullable=False, server_default=text("'{}'::jsonb"), default=dict
+    )  # rewrite: informational keys of the legacy JSON, kept for export only
+    created_at: Mapped[dt.datetime] = _created()
+    updated_at: Mapped[dt.datetime] = _updated()
+
+
+class AuditStep(Base):
+    __tablename__ = "audit_steps"
+    __table_args__ = (UniqueConstraint("audit_config_id", "position"),)
+    id: Mapped[int] = _pk()
+    audit_config_id: Mapped[int] = mapped_column(
+        ForeignKey("audit_configs.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    name: Mapped[str] = mapped_column(Text, nullable=False)
+    description: Mapped[str | None] = mapped_column(Text)
+    prompt: Mapped[str] = mapped_column(Text, nullable=False)
+    control_points: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False)
+    keywords: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False, server_default=text("'{}'"))
+    severity_level: Mapped[str] = mapped_column(String(16), nullable=False)
+    is_critical: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"), default=False)
+    position: Mapped[int] = mapped_column(Integer, nullable=False)
+    chronological_important: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, server_default=text("false"), default=False
+    )
+    weight: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("5"), default=5)
+    verify_product_info: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, server_default=text("false"), default=False
+    )
+    created_at: Mapped[dt.datetime] = _created()
+    updated_at: Mapped[dt.datetime] = _updated()
+
+
+# --------------------------------------------------------------------------------------------
+# Audits and step results (spec 03 §2.6)
+# --------------------------------------------------------------------------------------------
+
+
+class Audit(Base):
+    __tablename__ = "audits"
+    __table_args__ = (
+        Index("ix_audits_fiche_config_latest", "fiche_cache_id", "audit_config_id", "is_latest"),
+        Index("ix_audits_status", "status"),
+        Index("ix_audits_created_at", "created_at"),
+    )
+    id: Mapped[int] = _pk()
+    fiche_cache_id: Mapped[int] = mapped_column(
+        ForeignKey("fiche_cache.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    audit_config_id: Mapped[int] = mapped_column(
+        ForeignKey("audit_configs.id", ondelete="RESTRICT"), nullable=False, index=True
+    )
+    # rewrite: the tracking id (audit-<fiche>-<config>-<ms>) as a column, unique, so retries of
+    # the same request find their audit instead of creating a second one.
+    tracking_id: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
+    dagster_run_id: Mapped[str | None] = mapped_column(Text, index=True)
+    automation_schedule_id: Mapped[int | None] = mapped_column(BigInteger)
+    automation_run_id: Mapped[int | None] = mapped_column(BigInteger)
+    trigger_source: Mapped[str] = mapped_column(String(50), nullable=False, server_default=text("'api'"))
+    trigger_user_id: Mapped[str | None] = mapped_column(Text)
+    use_rlm: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"), default=False)
+    notes: Mapped[str | None] = mapped_column(Text)
+    deleted_at: Mapped[dt.datetime | None] = mapped_column(TS)
+    overall_score: Mapped[Any] = mapped_column(Numeric(5, 2), nullable=False, server_default=text("0"))
+    score_percentage: Mapped[Any] = mapped_column(Numeric(5, 2), nullable=False, server_default=text("0"))
+    niveau: Mapped[str] = mapped_column(String(20), nullable=False, server_default=text("'PENDING'"))
+    is_compliant: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    critical_passed: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    critical_total: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    status: Mapped[str] = mapped_column(String(20), nullable=False, server_default=text("'pending'"))
+    started_at: Mapped[dt.datetime | None] = mapped_column(TS)
+    completed_at: Mapped[dt.datetime | None] = mapped_column(TS)
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    total_tokens: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    successful_steps: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    failed_steps: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    recordings_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    timeline_chunks: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    result_data: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    version: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("1"))
+    is_latest: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
+    created_at: Mapped[dt.datetime] = _created()
+    updated_at: Mapped[dt.datetime] = _updated()
+
+
+class AuditSnapshot(Base):
+    """Rewrite (spec 03 §2.4): the immutable per-audit context every step worker, the finalizer and
+    later reruns read, so citation indices never shift under them."""
+
+    __tablename__ = "audit_snapshots"
+    audit_id: Mapped[int] = mapped_column(ForeignKey("audits.id", ondelete="CASCADE"), primary_key=True)
+    config: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    timeline: Mapped[list[Any]] = mapped_column(JSONB, nullable=False)
+    timeline_text: Mapped[str] = mapped_column(Text, nullable=False)
+    step_excerpts: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, default=dict)
+    product_info: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    created_at: Mapped[dt.datetime] = _created()
+
+
+class AuditStepResult(Base):
+    __tablename__ = "audit_step_results"
+    __table_args__ = (UniqueConstraint("audit_id", "step_position"),)
+    id: Mapped[int] = _pk()
+    audit_id: Mapped[int] = mapped_column(ForeignKey("audits.id", ondelete="CASCADE"), nullable=False, index=True)
+    step_position: Mapped[int] = mapped_column(Integer, nullable=False)
+    step_name: Mapped[str] = mapped_column(Text, nullable=False)
+    severity_level: Mapped[str] = mapped_column(String(16), nullable=False)
+    is_critical: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    weight: Mapped[int] = mapped_column(Integer, nullable=False)
+    traite: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    conforme: Mapped[str] = mapped_column(String(20), nullable=False)
+    score: Mapped[int] = mapped_column(Integer, nullable=False)
+    niveau_conformite: Mapped[str] = mapped_column(String(20), nullable=False)
+    commentaire_global: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    mots_cles_trouves: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False, server_default=text("'{}'"))
+    minutages: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False, server_default=text("'{}'"))
+    erreurs_transcription_tolerees: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    total_citations: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    total_tokens: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    raw_result: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    created_at: Mapped[dt.datetime] = _created()
+    updated_at: Mapped[dt.datetime] = _updated()
+
+
+class AuditStepResultControlPoint(Base):
+    __tablename__ = "audit_step_result_control_points"
+    __table_args__ = (
+        UniqueConstraint("audit_id", "step_position", "control_point_index"),
+        ForeignKeyConstraint(
+            ["audit_id", "step_position"],
+            ["audit_step_results.audit_id", "audit_step_results.step_position"],
+            ondelete="CASCADE",
+        ),
+    )
+    id: Mapped[int] = _pk()
+    audit_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    step_position: Mapped[int] = mapped_column(Integer, nullable=False)
+    control_point_index: Mapped[int] = mapped_column(Integer, nullable=False)
+    point: Mapped[str] = mapped_column(Text, nullable=False)
+    statut: Mapped[str] = mapped_column(String(20), nullable=False)
+    commentaire: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    minutages: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False, server_default=text("'{}'"))
+    erreur_transcription_notee: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    variation_phonetique_utilisee: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = _created()
+    updated_at: Mapped[dt.datetime] = _updated()
+
+
+class AuditStepResultCitation(Base):
+    __tablename__ = "audit_step_result_citations"
+    __table_args__ = (
+        UniqueConstraint("audit_id", "step_position", "control_point_index", "citation_index"),
+        ForeignKeyConstraint(
+            ["audit_id", "step_position", "control_point_index"],
+            [
+                "audit_step_result_control_points.audit_id",
+                "audit_step_result_control_points.step_position",
+                "audit_step_result_control_points.control_point_index",
+            ],
+            ondelete="CASCADE",
+        ),
+    )
+    id: Mapped[int] = _pk()
+    audit_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    step_position: Mapped[int] = mapped_column(Integer, nullable=False)
+    control_point_index: Mapped[int] = mapped_column(Integer, nullable=False)
+    citation_index: Mapped[int] = mapped_column(Integer, nullable=False)
+    texte: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    minutage: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    minutage_secondes: Mapped[float] = mapped_column(Float, nullable=False, default=0)
+    speaker: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    recording_index: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    chunk_index: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    recording_date: Mapped[str] = mapped_column(Text, nullable=False, default="N/A")
+    recording_time: Mapped[str] = mapped_column(Text, nullable=False, default="N/A")
+    recording_url: Mapped[str] = mapped_column(Text, nullable=False, default="N/A")
+    created_at: Mapped[dt.datetime] = _created()
+
+
+# --------------------------------------------------------------------------------------------
+# Events outbox (DESIGN §3.9, spec 06 §2.4)
+# --------------------------------------------------------------------------------------------
+
+
+class Event(Base):
+    """Append-only domain events; ``id`` is the SSE event id. Written in the same transaction as
+    the state change it reports, then ``NOTIFY auditflow_events``."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_channels", "channels", postgresql_using="gin"),
+        Index("ix_events_created_at", "created_at"),
+    )
+    id: Mapped[int] = _pk()
+    name: Mapped[str] = mapped_column(Text, nullable=False)
+    channels: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    created_at: Mapped[dt.datetime] = _created()
+
+
+metadata = Base.metadata
+_ = Column  # re-exported for migrations that need plain columns

@@ -1,0 +1,79 @@
+"""The one way to reach the application database.
+
+``app_url()`` resolves the database URL (env, set by the entry point that started the embedded
+server, see :mod:`auditflow_dagster.db.embedded`), ``get_engine()`` keeps one pooled engine per URL
+and process, and ``session_scope()`` is the only transaction helper: commit on success, rollback on
+error, always close.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from auditflow_dagster.settings import get_settings
+
+_lock = threading.Lock()
+_engines: dict[str, Engine] = {}
+_makers: dict[str, sessionmaker[Session]] = {}
+
+
+def with_driver(url: str, driver: str) -> str:
+    """Force a SQLAlchemy driver on a ``postgresql://`` URL (``psycopg`` for the app,
+    ``psycopg2`` for Dagster's storage, see DESIGN §3.2)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError("database URL must look like postgresql://…")
+    base = scheme.split("+", 1)[0]
+    if base not in ("postgres", "postgresql"):
+        raise ValueError(f"unsupported database scheme {base!r}: PostgreSQL only")
+    return f"postgresql+{driver}://{rest}"
+
+
+def app_url() -> str:
+    url = get_settings().database_url
+    if not url:
+        raise RuntimeError(
+            "AUDITFLOW_DATABASE_URL is not set; entry points call "
+            "auditflow_dagster.db.embedded.ensure_database_env() first"
+        )
+    return with_driver(url, "psycopg")
+
+
+def get_engine(url: str | None = None) -> Engine:
+    url = url or app_url()
+    with _lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = create_engine(url, pool_size=10, max_overflow=30, pool_pre_ping=True, pool_recycle=1800)
+            _engines[url] = engine
+            _makers[url] = sessionmaker(bind=engine, expire_on_commit=False)
+        return engine
+
+
+@contextlib.contextmanager
+def session_scope(url: str | None = None) -> Iterator[Session]:
+    url = url or app_url()
+    get_engine(url)
+    session = _makers[url]()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def dispose_engines() -> None:
+    """Drop pooled connections (tests that drop databases, or after a fork)."""
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+        _makers.clear()
