@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 import psycopg
 
+from auditflow_dagster.db.session import with_driver
 from auditflow_dagster.settings import get_settings
 
 _server: Any = None  # keeps the pgserver handle alive for the life of this process
@@ -62,5 +63,7 @@ def ensure_database_env() -> tuple[str, str]:
         dagster = app
     os.environ["AUDITFLOW_DATABASE_URL"] = app
     os.environ["AUDITFLOW_DAGSTER_PG_URL"] = dagster
+    # dagster-postgres must use psycopg2 under SQLAlchemy 2.1 (DESIGN §3.2); dagster.yaml reads this.
+    os.environ["AUDITFLOW_DAGSTER_STORAGE_URL"] = with_driver(dagster, "psycopg2")
     get_settings.cache_clear()
     return app, dagster

@@ -1,0 +1,114 @@
+"""The Starlette application (DESIGN §3.8: thin — validate, write request rows, launch through
+Dagster GraphQL, read). Run with ``uvicorn api.app:create_app --factory``."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.dagster_client import DagsterClient
+from api.errors import ApiError, api_error_handler, http_error_handler, unexpected_error_handler
+from api.openapi import DOCUMENT
+from api.routes import audits, fiches, health, runs
+from api.routes.health import INSTANCE
+from auditflow_dagster.settings import get_settings
+
+log = logging.getLogger("auditflow.api")
+
+
+class HeadersAndLimits:
+    """``X-Backend-Instance`` and ``X-Request-Id`` on every reply; bodies over the limit → 413."""
+
+    def __init__(self, app: ASGIApp, max_body: int) -> None:
+        self.app, self.max_body = app, max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:128] or str(uuid.uuid4())
+        declared = headers.get(b"content-length")
+        if declared and declared.isdigit() and int(declared) > self.max_body:
+            resp = ApiError(413, "Request body too large", "PAYLOAD_TOO_LARGE").response()
+            resp.headers["X-Backend-Instance"] = INSTANCE
+            resp.headers["X-Request-Id"] = request_id
+            await resp(scope, receive, send)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    raise ApiError(413, "Request body too large", "PAYLOAD_TOO_LARGE")
+            return message
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                raw = list(message.get("headers", []))
+                raw.append((b"x-backend-instance", INSTANCE.encode()))
+                raw.append((b"x-request-id", request_id.encode("latin-1", "replace")))
+                message["headers"] = raw
+            await send(message)
+
+        await self.app(scope, limited_receive, send_with_headers)
+
+
+async def openapi(request: Request) -> JSONResponse:
+    return JSONResponse(DOCUMENT)
+
+
+def create_app(dagster_url: str | None = None) -> Starlette:
+    from auditflow_dagster.db.embedded import ensure_database_env
+    from auditflow_dagster.db.migrate import upgrade
+
+    ensure_database_env()
+    upgrade()
+    settings = get_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        app.state.dagster = DagsterClient(dagster_url or settings.dagster_graphql_url)
+        try:
+            yield
+        finally:
+            await app.state.dagster.aclose()
+
+    routes = [
+        *health.routes,
+        *fiches.routes,
+        *audits.routes,
+        *runs.routes,
+        Route("/api/openapi.json", openapi),
+        Route("/api-docs.json", openapi),
+    ]
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[
+            Middleware(HeadersAndLimits, max_body=settings.api_max_body_bytes),
+            Middleware(
+                CORSMiddleware,
+                allow_origins=["http://localhost:3000", "http://localhost:3001", "http://localhost:5173", "http://localhost:5174"],
+                allow_credentials=True,
+                allow_methods=["*"],
+                allow_headers=["*"],
+                expose_headers=["X-Backend-Instance", "X-Request-Id"],
+            ),
+        ],
+        exception_handlers={ApiError: api_error_handler, HTTPException: http_error_handler, Exception: unexpected_error_handler},
+    )

@@ -1,0 +1,53 @@
+"""Small helpers shared by the route modules: DB calls off the event loop, JSON body parsing,
+strict path/query parsing, and the per-app Dagster client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy.orm import Session
+from starlette.requests import Request
+
+from api.dagster_client import DagsterClient
+from api.errors import ApiError, validation_error
+from auditflow_dagster.db.session import session_scope
+
+T = TypeVar("T")
+DIGITS = re.compile(r"^\d+$")
+YMD = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+async def db_call(fn: Callable[[Session], T]) -> T:
+    def _run() -> T:
+        with session_scope() as s:
+            return fn(s)
+
+    return await asyncio.to_thread(_run)
+
+
+async def json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw:
+        return {}
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ApiError(400, "Invalid JSON body", "INVALID_JSON") from None
+    if not isinstance(body, dict):
+        raise validation_error("Request body must be a JSON object")
+    return body
+
+
+def path_int(request: Request, name: str, label: str | None = None) -> int:
+    value = request.path_params[name]
+    if not isinstance(value, str) or not DIGITS.match(value) or int(value) <= 0 or int(value) > 2**63 - 1:
+        raise validation_error(f"Invalid {label or name}")
+    return int(value)
+
+
+def dagster(request: Request) -> DagsterClient:
+    return request.app.state.dagster

@@ -1,0 +1,143 @@
+"""The OpenAPI 3.0 document served at ``/api/openapi.json`` (and ``/api-docs.json``, legacy path).
+
+Written by hand next to the routes: every route of :mod:`api.app` must appear here (a test checks
+it), with its parameters, the success shape and the error envelope.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _err(*codes: int) -> dict[str, Any]:
+    text = {400: "Invalid input", 404: "Not found", 503: "Dagster or database unavailable", 502: "CRM unavailable",
+            413: "Body too large"}
+    return {str(c): {"description": text.get(c, "Error"), "content": {"application/json": {"schema": ERROR}}} for c in codes}
+
+
+def _ok(schema: dict[str, Any], media: str = "application/json", description: str = "OK") -> dict[str, Any]:
+    return {"200": {"description": description, "content": {media: {"schema": schema}}}}
+
+
+def _path_param(name: str, pattern: str | None = None, description: str = "") -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    if pattern:
+        schema["pattern"] = pattern
+    return {"name": name, "in": "path", "required": True, "schema": schema, "description": description}
+
+
+DOCUMENT: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {
+        "title": "AuditFlow API",
+        "version": "2.3.0",
+        "description": "Call-centre compliance audits on Dagster: fiches, audits, and run event streams (SSE).",
+    },
+    "paths": {
+        "/health": {"get": {"summary": "Liveness", "responses": _ok({"$ref": "#/components/schemas/Health"})}},
+        "/health/ready": {
+            "get": {
+                "summary": "Readiness: database and Dagster GraphQL reachable",
+                "responses": {**_ok({"type": "object"}), **_err(503)},
+            }
+        },
+        "/api/fiches/status/by-date": {
+            "get": {
+                "summary": "Cached fiches of one sales day with transcription and audit status",
+                "parameters": [{"name": "date", "in": "query", "required": True,
+                                "schema": {"type": "string", "format": "date", "pattern": r"^\d{4}-\d{2}-\d{2}$"}}],
+                "responses": {**_ok({"type": "object", "properties": {
+                    "success": {"type": "boolean"},
+                    "data": {"type": "object", "properties": {"date": {"type": "string"}, "total": {"type": "integer"},
+                                                              "fiches": {"type": "array", "items": {"type": "object"}}}}}}),
+                              **_err(400)},
+            }
+        },
+        "/api/fiches/{fiche_id}": {
+            "get": {
+                "summary": "CRM-shaped fiche details (cache first; refreshed through the pipeline when needed)",
+                "parameters": [
+                    _path_param("fiche_id", r"^\d+$"),
+                    {"name": "refresh", "in": "query", "schema": {"type": "string", "enum": ["true", "false"]}},
+                    {"name": "include_mail_devis", "in": "query", "schema": {"type": "string", "enum": ["true", "false"]}},
+                ],
+                "responses": {**_ok({"type": "object", "description": "raw CRM shape"}), **_err(404, 502)},
+            }
+        },
+        "/api/audits/run": {
+            "post": {
+                "summary": "Queue an audit of one fiche with one config (launches a Dagster run)",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RunAudit"}}}},
+                "responses": {**_ok({"$ref": "#/components/schemas/AuditQueued"}), **_err(400, 404, 503)},
+            }
+        },
+        "/api/audits": {
+            "post": {
+                "summary": "Alias of /api/audits/run also accepting automation ids and trigger_source",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RunAudit"}}}},
+                "responses": {**_ok({"$ref": "#/components/schemas/AuditQueued"}), **_err(400, 404, 503)},
+            }
+        },
+        "/api/audits/{audit_id}": {
+            "get": {
+                "summary": "Audit detail with step results, control points and citations",
+                "parameters": [_path_param("audit_id", r"^\d+$", "database id")],
+                "responses": {**_ok({"type": "object", "properties": {"success": {"type": "boolean"},
+                                                                       "data": {"type": "object"}}}), **_err(400, 404)},
+            }
+        },
+        "/api/runs/{run_id}/events": {
+            "get": {
+                "summary": "A Dagster run's events as server-sent events; ends after the terminal run event",
+                "parameters": [
+                    _path_param("run_id"),
+                    {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"},
+                     "description": "Resume after this event id"},
+                    {"name": "last_event_id", "in": "query", "schema": {"type": "string"}},
+                ],
+                "responses": {**_ok({"type": "string"}, "text/event-stream", "event stream"), **_err(400, 404, 503)},
+            }
+        },
+        "/api/openapi.json": {"get": {"summary": "This document", "responses": _ok({"type": "object"})}},
+    },
+    "components": {
+        "schemas": {
+            "Error": {
+                "type": "object",
+                "required": ["success", "error"],
+                "properties": {"success": {"type": "boolean", "enum": [False]}, "error": {"type": "string"},
+                               "code": {"type": "string"}, "message": {"type": "string"}},
+            },
+            "Health": {
+                "type": "object",
+                "properties": {"status": {"type": "string"}, "timestamp": {"type": "string"}, "service": {"type": "string"},
+                               "version": {"type": "string"}, "instance": {"type": "string"}},
+            },
+            "RunAudit": {
+                "type": "object",
+                "properties": {
+                    "fiche_id": {"oneOf": [{"type": "string"}, {"type": "integer"}]},
+                    "audit_config_id": {"oneOf": [{"type": "string"}, {"type": "integer"}]},
+                    "audit_id": {"description": "legacy alias of audit_config_id"},
+                    "use_rlm": {"type": "boolean"}, "useRlm": {"type": "boolean"},
+                    "user_id": {"type": "string"},
+                    "automation_schedule_id": {"type": "string"}, "automation_run_id": {"type": "string"},
+                    "trigger_source": {"type": "string", "maxLength": 50},
+                },
+            },
+            "AuditQueued": {
+                "type": "object",
+                "properties": {
+                    "success": {"type": "boolean"}, "message": {"type": "string"},
+                    "event_id": {"type": "string", "description": "Dagster run id"},
+                    "run_id": {"type": "string"},
+                    "audit_id": {"type": "string", "description": "tracking id audit-<fiche>-<config>-<ms>"},
+                    "fiche_id": {"type": "string"}, "audit_config_id": {"type": "integer"},
+                    "metadata": {"type": "object", "properties": {"timestamp": {"type": "string"}, "status": {"type": "string"}}},
+                },
+            },
+        }
+    },
+}

@@ -1,0 +1,152 @@
+"""Audit run and read routes (spec 03 §7, spec 06 §4.5).
+
+``POST /api/audits/run`` validates, checks the config exists (404 up front, a legacy fix),
+registers the fiche partition and launches the ``audit_fiche`` job through Dagster GraphQL with
+the tracking id in its config and tags. The reply carries the tracking id (the realtime channel)
+and the Dagster run id (``event_id``, and the key of ``/api/runs/{run_id}/events``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import time
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from api.common import DIGITS, dagster, db_call, json_body, path_int
+from api.dagster_client import DagsterUnavailable
+from api.errors import ApiError, not_found, validation_error
+from auditflow_dagster.db.audits import audit_detail
+from auditflow_dagster.db.models import AuditConfig
+
+MISSING = {
+    "success": False,
+    "error": "Missing required parameters",
+    "message": "Both audit_config_id (or audit_id) and fiche_id are required",
+}
+_POSITIVE_INT = re.compile(r"^\s*\d+\s*$")
+
+
+def _config_id(body: dict[str, Any]) -> int | None:
+    raw = body.get("audit_config_id", body.get("audit_id"))
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int):
+        return raw if raw > 0 else None
+    if isinstance(raw, str) and _POSITIVE_INT.match(raw) and int(raw) > 0:
+        return int(raw)
+    return None
+
+
+def _fiche_id(body: dict[str, Any]) -> str | None:
+    raw = body.get("fiche_id")
+    if isinstance(raw, bool) or raw is None:
+        return None
+    value = str(raw).strip()
+    return value if DIGITS.match(value) else None
+
+
+def _use_rlm(body: dict[str, Any]) -> bool:
+    for key in ("use_rlm", "useRlm"):
+        if key in body:
+            return body[key] if isinstance(body[key], bool) else False
+    return False
+
+
+def _optional_digits(body: dict[str, Any], key: str) -> int | None:
+    raw = body.get(key)
+    if raw is None:
+        return None
+    if isinstance(raw, int) and not isinstance(raw, bool) and raw > 0:
+        return raw
+    if isinstance(raw, str) and DIGITS.match(raw):
+        return int(raw)
+    raise validation_error(f"Invalid {key}: digit string expected")
+
+
+async def _launch(request: Request, *, alias: bool) -> JSONResponse:
+    body = await json_body(request)
+    fiche_id, config_id = _fiche_id(body), _config_id(body)
+    if fiche_id is None or config_id is None:
+        return JSONResponse(MISSING, status_code=400)
+    user_id = body.get("user_id")
+    if user_id is not None and not isinstance(user_id, (str, int)):
+        raise validation_error("Invalid user_id")
+    trigger_source = "api"
+    schedule_id = run_ref = None
+    if alias:
+        schedule_id = _optional_digits(body, "automation_schedule_id")
+        run_ref = _optional_digits(body, "automation_run_id")
+        ts = body.get("trigger_source", "api")
+        if not isinstance(ts, str) or not ts.strip() or len(ts) > 50:
+            raise validation_error("Invalid trigger_source (1..50 characters)")
+        trigger_source = ts.strip()
+    exists = await db_call(lambda s: s.get(AuditConfig, config_id) is not None)
+    if not exists:
+        raise not_found(f"Audit config {config_id} not found")
+    use_rlm = _use_rlm(body)
+    tracking_id = f"audit-{fiche_id}-{config_id}-{int(time.time() * 1000)}"
+    audit_config: dict[str, Any] = {
+        "audit_config_ids": [config_id],
+        "audit_tracking_ids": {fiche_id: tracking_id},
+        "use_rlm": use_rlm,
+        "trigger_source": trigger_source,
+        "trigger_user_id": str(user_id) if user_id is not None else None,
+        "skip_if_audited": False,
+    }
+    if schedule_id is not None:
+        audit_config["automation_schedule_id"] = schedule_id
+    if run_ref is not None:
+        audit_config["automation_run_id"] = run_ref
+    client = dagster(request)
+    try:
+        await client.add_fiche_partition(fiche_id)
+        run_id = await client.launch_job(
+            "audit_fiche",
+            run_config={"ops": {
+                "fiche_details": {"config": {"force_refresh": True, "audit_tracking_ids": {fiche_id: tracking_id}}},
+                "audit_step_results": {"config": audit_config},
+            }},
+            tags={"dagster/partition": fiche_id, "auditflow/tracking_id": tracking_id,
+                  "auditflow/trigger": trigger_source, "auditflow/audit_config_id": str(config_id)},
+        )
+    except DagsterUnavailable as exc:
+        raise ApiError(503, f"Pipeline unavailable: {exc}", "SERVICE_UNAVAILABLE") from None
+    return JSONResponse({
+        "success": True,
+        "message": "Audit queued for processing",
+        "event_id": run_id,
+        "run_id": run_id,
+        "audit_id": tracking_id,
+        "fiche_id": fiche_id,
+        "audit_config_id": config_id,
+        "metadata": {"timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                     "status": "queued"},
+    })
+
+
+async def run_audit(request: Request) -> JSONResponse:
+    return await _launch(request, alias=False)
+
+
+async def run_audit_alias(request: Request) -> JSONResponse:
+    return await _launch(request, alias=True)
+
+
+async def get_audit(request: Request) -> JSONResponse:
+    audit_id = path_int(request, "audit_id", "audit_id")
+    detail = await db_call(lambda s: audit_detail(s, audit_id))
+    if detail is None:
+        return JSONResponse({"success": False, "error": "Audit not found"}, status_code=404)
+    return JSONResponse({"success": True, "data": detail})
+
+
+routes = [
+    Route("/api/audits/run", run_audit, methods=["POST"]),
+    Route("/api/audits", run_audit_alias, methods=["POST"]),
+    Route("/api/audits/{audit_id}", get_audit, methods=["GET"]),
+]

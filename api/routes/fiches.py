@@ -1,0 +1,99 @@
+"""Fiche routes (spec 06 §4.2): the day status list and the CRM-shaped details.
+
+The API never calls the CRM itself: a details read that the cache cannot answer launches the
+``fiche_details`` materialization through Dagster and waits for it (bounded), then serves the cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from api.common import DIGITS, YMD, dagster, db_call
+from api.dagster_client import TERMINAL_STATUSES, DagsterUnavailable
+from api.errors import ApiError, not_found, validation_error
+from auditflow_dagster.db import fiches as fiche_db
+
+DETAILS_WAIT_SECONDS = 60.0
+
+
+async def status_by_date(request: Request) -> JSONResponse:
+    values = request.query_params.getlist("date")
+    if len(values) != 1:
+        raise validation_error("Query parameter 'date' is required (YYYY-MM-DD)")
+    day = values[0]
+    if not YMD.match(day):
+        raise validation_error("Invalid date format, expected YYYY-MM-DD")
+    try:
+        dt.date.fromisoformat(day)
+    except ValueError:
+        raise validation_error(f"Invalid date: {day}") from None
+    items = await db_call(lambda s: fiche_db.status_by_date(s, day))
+    return JSONResponse({"success": True, "data": {"date": day, "total": len(items), "fiches": items}})
+
+
+def _cached_details(fiche_id: str, include_mail_devis: bool):
+    def read(s):
+        row = fiche_db.get_row(s, fiche_id)
+        if row is None:
+            return "missing", None
+        if fiche_db.is_not_found_marker(row) and row.expires_at > fiche_db._now():
+            return "not_found", None
+        if not fiche_db.details_ready(s, row):
+            return "stale", None
+        data = fiche_db.read_fiche_details(s, row)
+        if not include_mail_devis:
+            data.pop("mail_devis", None)
+        return ("fresh" if row.expires_at > fiche_db._now() else "expired"), data
+
+    return read
+
+
+async def fiche_detail(request: Request) -> JSONResponse:
+    fiche_id = request.path_params["fiche_id"]
+    if not DIGITS.match(fiche_id):
+        raise not_found(f"Route with ID '{request.url.path}' not found")
+    refresh = request.query_params.get("refresh") == "true"
+    include_mail_devis = request.query_params.get("include_mail_devis") == "true"
+    state, data = await db_call(_cached_details(fiche_id, include_mail_devis))
+    if state == "not_found" and not refresh:
+        raise not_found(f"Fiche {fiche_id} not found")
+    if state == "fresh" and not refresh:
+        return JSONResponse(data)
+    try:
+        client = dagster(request)
+        await client.add_fiche_partition(fiche_id)
+        run_id = await client.launch_job(
+            "fetch_fiche",
+            run_config={"ops": {"fiche_details": {"config": {"force_refresh": True}}}},
+            tags={"dagster/partition": fiche_id, "auditflow/trigger": "api_fiche_read"},
+        )
+        deadline = asyncio.get_running_loop().time() + DETAILS_WAIT_SECONDS
+        status = None
+        while asyncio.get_running_loop().time() < deadline:
+            status = await client.run_status(run_id)
+            if status in TERMINAL_STATUSES:
+                break
+            await asyncio.sleep(0.5)
+    except DagsterUnavailable as exc:
+        if data is not None:
+            return JSONResponse(data)  # stale cache beats no answer
+        raise ApiError(502, f"Fiche details unavailable: {exc}", "EXTERNAL_API_ERROR") from None
+    state, fresh = await db_call(_cached_details(fiche_id, include_mail_devis))
+    if fresh is not None:
+        return JSONResponse(fresh)
+    if data is not None:
+        return JSONResponse(data)
+    if state == "not_found" or status == "SUCCESS":
+        raise not_found(f"Fiche {fiche_id} not found")
+    raise ApiError(502, "Fiche details could not be fetched from the CRM", "EXTERNAL_API_ERROR")
+
+
+routes = [
+    Route("/api/fiches/status/by-date", status_by_date),
+    Route("/api/fiches/{fiche_id}", fiche_detail),
+]

@@ -1,0 +1,173 @@
+"""``sales_list[day]`` and ``fiche_details[fiche]`` (spec 01).
+
+``sales_list`` asks the CRM for one day's sales, caches the list rows and registers each fiche as
+a partition of ``fiches`` (one call). ``fiche_details`` fetches the full payload of each fiche of
+the run under the global CRM details cap and stores it normalized.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from dagster import (
+    AllPartitionMapping,
+    AssetDep,
+    AssetExecutionContext,
+    BackfillPolicy,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from auditflow_dagster.assets.runtime import bounded_gather, in_tx, run_async
+from auditflow_dagster.db import fiches as fiche_db
+from auditflow_dagster.db.events import emit
+from auditflow_dagster.db.locks import global_slot
+from auditflow_dagster.db.models import FicheSalesDay
+from auditflow_dagster.partitions import FICHES_PARTITIONS_NAME, MAX_KEYS_PER_ADD, fiches_partitions, sales_days
+from auditflow_dagster.resources.crm import CrmNotFound, CrmResource
+from auditflow_dagster.resources.database import DatabaseResource
+from auditflow_dagster.settings import get_settings
+
+
+def _markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+@asset(
+    partitions_def=sales_days,
+    group_name="fiches",
+    kinds={"python", "postgres"},
+    description="The CRM's sales list for one business day, cached in fiche_cache; registers each fiche as a `fiches` partition.",
+)
+def sales_list(context: AssetExecutionContext, crm: CrmResource, db: DatabaseResource) -> MaterializeResult:
+    day = dt.date.fromisoformat(context.partition_key)
+    settings = get_settings()
+
+    async def main() -> dict[str, Any]:
+        async with global_slot("crm_sales_search", settings.fiche_sales_search_concurrency):
+            async with crm.client() as client:
+                return await client.sales_with_calls(day, day, include_recordings=settings.fiche_sales_include_recordings)
+
+    payload = run_async(main)
+    items = payload.get("fiches") or []
+    if not items:
+        context.log.warning("CRM returned an empty sales list for %s (a stale token also gives an empty list)", day)
+    with db.session() as s:
+        fiche_ids = fiche_db.upsert_sales_list(s, items, sales_date=day.isoformat(), ttl_hours=settings.cache_expiration_hours)
+        stmt = pg_insert(FicheSalesDay).values(
+            sales_date=day.isoformat(), crm_count=len(items), cached_count=len(fiche_ids), fetched_at=fiche_db._now()
+        )
+        s.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["sales_date"],
+                set_={"crm_count": stmt.excluded.crm_count, "cached_count": stmt.excluded.cached_count,
+                      "fetched_at": stmt.excluded.fetched_at, "last_error": None},
+            )
+        )
+    existing = set(context.instance.get_dynamic_partitions(FICHES_PARTITIONS_NAME))
+    new_keys = [f for f in fiche_ids if f not in existing]
+    for i in range(0, len(new_keys), MAX_KEYS_PER_ADD):
+        context.instance.add_dynamic_partitions(FICHES_PARTITIONS_NAME, new_keys[i : i + MAX_KEYS_PER_ADD])
+    recordings = sum(len(it.get("recordings") or []) for it in items)
+    return MaterializeResult(
+        metadata={
+            "fiches": len(fiche_ids),
+            "new_partitions": len(new_keys),
+            "recordings_listed": recordings,
+            "fiche_ids": MetadataValue.json(fiche_ids[:500]),
+        }
+    )
+
+
+class FicheDetailsConfig(Config):
+    """``force_refresh``: always refetch (audits do, spec 03 §2.1). ``audit_tracking_ids`` maps a
+    fiche to the audit request that triggered this run, so the fetch is reported on its channels."""
+
+    force_refresh: bool = False
+    audit_tracking_ids: dict[str, str] = {}
+
+
+@asset(
+    partitions_def=fiches_partitions,
+    deps=[AssetDep(sales_list, partition_mapping=AllPartitionMapping())],
+    backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=50),
+    group_name="fiches",
+    kinds={"python", "postgres"},
+    description="Full CRM details of each fiche, normalized into the fiche cache (with its recordings).",
+)
+def fiche_details(
+    context: AssetExecutionContext, config: FicheDetailsConfig, crm: CrmResource, db: DatabaseResource
+) -> MaterializeResult:
+    settings = get_settings()
+    keys = list(context.partition_keys)
+
+    async def one(fiche_id: str) -> tuple[str, str]:
+        tracking = config.audit_tracking_ids.get(fiche_id)
+
+        def fresh_enough(s) -> bool:
+            row = fiche_db.get_row(s, fiche_id)
+            return (
+                row is not None
+                and not config.force_refresh
+                and not tracking
+                and fiche_db.details_ready(s, row)
+                and row.expires_at > fiche_db._now()
+            )
+
+        if await in_tx(fresh_enough):
+            return fiche_id, "cached"
+        if tracking:
+            await in_tx(lambda s: emit(s, "audit.fiche_fetch_started", {
+                "audit_id": tracking, "fiche_id": fiche_id, "from_cache": False, "status": "fetching",
+                "event_id": context.run_id}))
+        try:
+            async with global_slot("crm_fiche_fetch", settings.fiche_fetch_concurrency):
+                async with crm.client() as client:
+                    payload = await client.fiche_details(fiche_id)
+        except CrmNotFound:
+            context.log.warning("fiche %s: not found in the CRM", fiche_id)
+            return fiche_id, "not_found"
+        except Exception as exc:  # noqa: BLE001 - one fiche's failure must not sink the batch
+            context.log.error("fiche %s: details fetch failed: %s", fiche_id, exc)
+            return fiche_id, "failed"
+
+        def write(s) -> None:
+            row = fiche_db.write_full_details(s, fiche_id, payload, ttl_hours=settings.cache_expiration_hours)
+            if tracking:
+                prospect = payload.get("prospect") or {}
+                emit(s, "audit.fiche_fetch_completed", {
+                    "audit_id": tracking, "fiche_id": fiche_id, "from_cache": False, "status": "fetched",
+                    "recordings_count": row.recordings_count or 0,
+                    "prospect_name": " ".join(x for x in (prospect.get("prenom"), prospect.get("nom")) if x),
+                    "event_id": context.run_id})
+
+        try:
+            await in_tx(write)
+        except ValueError as exc:
+            context.log.error("fiche %s: %s", fiche_id, exc)
+            return fiche_id, "failed"
+        return fiche_id, "fetched"
+
+    results = run_async(lambda: bounded_gather(settings.fiche_concurrency, keys, one))
+    counts: dict[str, int] = {}
+    for _, outcome in results:
+        counts[outcome] = counts.get(outcome, 0) + 1
+    if counts.get("failed", 0) == len(keys) and keys:
+        raise RuntimeError(f"details fetch failed for all {len(keys)} fiches of this run")
+    failed = [f for f, o in results if o in ("failed", "not_found")]
+    return MaterializeResult(
+        metadata={
+            "fiches": len(keys),
+            **{k: v for k, v in sorted(counts.items())},
+            "problems": MetadataValue.md(
+                _markdown_table(["fiche", "outcome"], [[f, o] for f, o in results if o in ("failed", "not_found")])
+                if failed else "none"
+            ),
+        }
+    )

@@ -1,0 +1,153 @@
+"""``transcripts[fiche]``: every recording of each fiche transcribed once (spec 02 §5).
+
+Per recording: a Postgres advisory lock (two runs never pay twice for the same audio), a re-check
+of ``has_transcription`` under the lock, a global STT slot, then one provider call — the STT
+client owns the only retry loop — and one transaction storing the chunks.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from dagster import AssetExecutionContext, BackfillPolicy, MaterializeResult, MetadataValue, asset
+from sqlalchemy import select
+
+from auditflow_dagster.assets.fiches import _markdown_table, fiche_details
+from auditflow_dagster.assets.runtime import bounded_gather, in_tx, run_async
+from auditflow_dagster.db import fiches as fiche_db
+from auditflow_dagster.db.audits import iso, now_utc
+from auditflow_dagster.db.events import emit
+from auditflow_dagster.db.locks import advisory_lock, global_slot
+from auditflow_dagster.db.models import Recording
+from auditflow_dagster.db.recordings import store_transcription
+from auditflow_dagster.partitions import fiches_partitions
+from auditflow_dagster.resources.database import DatabaseResource
+from auditflow_dagster.resources.stt import SttResource
+from auditflow_dagster.settings import get_settings
+
+
+def _public_url(url: str) -> str:
+    """Recording URLs may be signed: events never carry the query string (spec 06 §1.4)."""
+    return url.split("?", 1)[0].split("#", 1)[0]
+
+
+@asset(
+    partitions_def=fiches_partitions,
+    deps=[fiche_details],
+    backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=50),
+    group_name="fiches",
+    kinds={"python", "postgres"},
+    description="Speech-to-text of every recording of the fiche, stored as the chunks audits cite.",
+)
+def transcripts(context: AssetExecutionContext, stt: SttResource, db: DatabaseResource) -> MaterializeResult:
+    settings = get_settings()
+    keys = list(context.partition_keys)
+    client = stt.client()
+
+    async def fiche(fiche_id: str) -> dict[str, Any]:
+        started = time.monotonic()
+
+        def plan(s) -> tuple[int | None, list[tuple[int, str, str]], int]:
+            row = fiche_db.get_row(s, fiche_id)
+            if row is None:
+                return None, [], 0
+            recs = fiche_db.recordings_of(s, row.id)
+            todo = [(r.id, r.call_id, r.recording_url) for r in recs if not r.has_transcription]
+            total, already = len(recs), len(recs) - len(todo)
+            emit(s, "transcription.status_check", {
+                "fiche_id": fiche_id, "total_recordings": total, "already_transcribed": already,
+                "needs_transcription": len(todo), "is_complete": not todo, "status": "checked"})
+            emit(s, "transcription.started", {
+                "fiche_id": fiche_id, "total_recordings": total, "priority": "normal",
+                "started_at": iso(now_utc()), "status": "started"})
+            return row.id, todo, total
+
+        cache_id, todo, total = await in_tx(plan)
+        if cache_id is None:
+            return {"fiche_id": fiche_id, "total": 0, "transcribed": 0, "cached": 0, "failed": 0, "skipped": "not cached"}
+        if total > settings.transcription_max_recordings_per_fiche:
+            await in_tx(lambda s: emit(s, "transcription.failed", {
+                "fiche_id": fiche_id, "error": f"too many recordings ({total})", "failed_at": iso(now_utc()),
+                "status": "failed", "partial_results": {"total": total, "transcribed": total - len(todo), "failed": 0}}))
+            return {"fiche_id": fiche_id, "total": total, "transcribed": 0, "cached": 0, "failed": 0,
+                    "skipped": "too_many_recordings"}
+
+        async def recording(item: tuple[int, int, str, str]) -> str:
+            index, rec_id, call_id, url = item
+            base = {"fiche_id": fiche_id, "call_id": call_id, "recording_index": index, "total_to_transcribe": len(todo)}
+            async with advisory_lock(f"transcription:recording:{fiche_id}:{call_id}", wait=False) as held:
+                if not held:
+                    return "cached"  # another run is transcribing it right now
+                done = await in_tx(lambda s: s.scalar(select(Recording.has_transcription).where(Recording.id == rec_id)))
+                if done:
+                    return "cached"
+                if not url:
+                    await in_tx(lambda s: emit(s, "transcription.recording_failed", {
+                        **base, "error": "No recording URL available", "status": "failed"}))
+                    return "failed"
+                await in_tx(lambda s: emit(s, "transcription.recording_started", {
+                    **base, "recording_url": _public_url(url), "status": "processing"}))
+                try:
+                    async with global_slot("stt", settings.stt_concurrency):
+                        result = await client.transcribe(url)
+                except Exception as exc:  # noqa: BLE001 - the client's message is already sanitized
+                    msg = str(exc)
+                    context.log.warning("fiche %s call %s: %s", fiche_id, call_id, msg)
+                    await in_tx(lambda s: emit(s, "transcription.recording_failed", {**base, "error": msg, "status": "failed"}))
+                    return "failed"
+
+                def store(s) -> None:
+                    store_transcription(
+                        s, rec_id, transcription_id=result.transcription_id, text=result.text, words=result.words,
+                        language_code=result.language_code, language_probability=result.language_probability)
+                    emit(s, "transcription.recording_completed", {
+                        **base, "transcription_id": result.transcription_id, "status": "completed"})
+
+                await in_tx(store)
+                return "transcribed"
+
+        items = [(i, rid, cid, url) for i, (rid, cid, url) in enumerate(todo, start=1)]
+        outcomes = await bounded_gather(settings.transcription_per_fiche_concurrency, items, recording)
+        failed = outcomes.count("failed")
+        transcribed = min(total, total - len(todo) + len(todo) - failed)
+
+        def finish(s) -> None:
+            emit(s, "transcription.progress", {
+                "fiche_id": fiche_id, "total_recordings": total, "transcribed": transcribed,
+                "pending": max(0, total - transcribed), "failed": failed,
+                "progress_percentage": round(100 * transcribed / total) if total else 0, "status": "in_progress"})
+            emit(s, "transcription.completed", {
+                "fiche_id": fiche_id, "total_recordings": total, "transcribed": transcribed, "failed": failed,
+                "duration_seconds": round(time.monotonic() - started), "completed_at": iso(now_utc()),
+                "status": "completed"})
+
+        await in_tx(finish)
+        return {"fiche_id": fiche_id, "total": total, "transcribed": outcomes.count("transcribed"),
+                "cached": total - len(todo) + outcomes.count("cached"), "failed": failed}
+
+    async def main() -> list[dict[str, Any]]:
+        try:
+            return await bounded_gather(settings.fiche_concurrency, keys, fiche)
+        finally:
+            close = getattr(client, "aclose", None)
+            if close is not None:
+                await close()
+
+    results = run_async(main)
+    totals = {k: sum(r[k] for r in results) for k in ("total", "transcribed", "cached", "failed")}
+    return MaterializeResult(
+        metadata={
+            "fiches": len(keys),
+            "recordings": totals["total"],
+            "newly_transcribed": totals["transcribed"],
+            "already_transcribed": totals["cached"],
+            "failed": totals["failed"],
+            "per_fiche": MetadataValue.md(
+                _markdown_table(
+                    ["fiche", "recordings", "new", "cached", "failed"],
+                    [[r["fiche_id"], r["total"], r["transcribed"], r["cached"], r["failed"]] for r in results[:200]],
+                )
+            ),
+        }
+    )

@@ -1,0 +1,207 @@
+"""``auditflow`` command line: the demo, migrations, and the single-service entry points."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+import signal
+import sys
+import time
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+
+
+def _yesterday(tz: str) -> dt.date:
+    return dt.datetime.now(ZoneInfo(tz)).date() - dt.timedelta(days=1)
+
+
+def day_progress(day: str) -> dict[str, Any]:
+    """Counts for one sales day, read from the application database."""
+    from sqlalchemy import text
+
+    from auditflow_dagster.db.session import session_scope
+
+    with session_scope() as s:
+        row = s.execute(text("""
+            SELECT
+              (SELECT count(*) FROM fiche_cache f WHERE f.sales_date = :d) AS fiches,
+              (SELECT count(*) FROM recordings r JOIN fiche_cache f ON f.id = r.fiche_cache_id WHERE f.sales_date = :d) AS recordings,
+              (SELECT count(*) FROM recordings r JOIN fiche_cache f ON f.id = r.fiche_cache_id
+                 WHERE f.sales_date = :d AND r.has_transcription) AS transcribed,
+              (SELECT count(DISTINCT a.fiche_cache_id) FROM audits a JOIN fiche_cache f ON f.id = a.fiche_cache_id
+                 WHERE f.sales_date = :d AND a.status IN ('completed','failed')) AS fiches_audited,
+              (SELECT count(*) FROM audits a JOIN fiche_cache f ON f.id = a.fiche_cache_id
+                 WHERE f.sales_date = :d AND a.status = 'completed') AS completed,
+              (SELECT count(*) FROM audits a JOIN fiche_cache f ON f.id = a.fiche_cache_id
+                 WHERE f.sales_date = :d AND a.status = 'failed') AS failed,
+              (SELECT count(*) FROM fiche_sales_days WHERE sales_date = :d) AS day_done
+        """), {"d": day}).mappings().one()
+        niveaux = dict(s.execute(text("""
+            SELECT a.niveau, count(*) FROM audits a JOIN fiche_cache f ON f.id = a.fiche_cache_id
+            WHERE f.sales_date = :d AND a.status = 'completed' AND a.is_latest GROUP BY a.niveau ORDER BY a.niveau
+        """), {"d": day}).all())
+        mean = s.execute(text("""
+            SELECT avg(a.score_percentage) FROM audits a JOIN fiche_cache f ON f.id = a.fiche_cache_id
+            WHERE f.sales_date = :d AND a.status = 'completed' AND a.is_latest
+        """), {"d": day}).scalar()
+    return {**dict(row), "niveaux": niveaux, "mean_score": float(mean) if mean is not None else None}
+
+
+def count_runs(dagster_graphql: str) -> int:
+    q = "query { runsOrError { __typename ... on Runs { count } } }"
+    return httpx.post(dagster_graphql, json={"query": q}, timeout=10).json()["data"]["runsOrError"]["count"]
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    os.environ.setdefault("AUDITFLOW_CRM", "http")
+    os.environ.setdefault("AUDITFLOW_STT", "sample")
+    os.environ.setdefault("AUDITFLOW_LLM", "offline")
+    from api.dagster_client import DagsterClient
+    from auditflow_dagster.settings import get_settings
+    from auditflow_dagster.stack import Stack
+
+    get_settings.cache_clear()
+    settings = get_settings()
+    day = args.day or _yesterday(settings.business_timezone).isoformat()
+    crm_opts = ["--fiches-per-day", str(args.fiches)]
+    stack = Stack(crm_options=crm_opts)
+    if args.api_port:
+        stack.api_port = args.api_port
+    if args.dagster_port:
+        stack.dagster_port = args.dagster_port
+    t0 = time.monotonic()
+    print(f"AuditFlow demo — auditing sales day {day} ({args.fiches} synthetic fiches), logs in {stack.log_dir}")
+    stopping = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    stack.start()
+    try:
+        stack.wait_ready()
+        print(f"  stack ready in {time.monotonic() - t0:.1f}s")
+        graphql = f"{stack.dagster_url}/graphql"
+
+        async def launch_day() -> str:
+            client = DagsterClient(graphql)
+            try:
+                return await client.launch_job("sales_day", run_config={}, tags={"dagster/partition": day,
+                                                                                 "auditflow/trigger": "demo"})
+            finally:
+                await client.aclose()
+
+        run_id = asyncio.run(launch_day())
+        print(f"  launched sales_day[{day}] run {run_id}; the sensor backfills its fiches through the chain")
+        deadline = time.monotonic() + args.timeout
+        last = None
+        while not stopping:
+            p = day_progress(day)
+            line = (f"  fiches {p['fiches']:>3} · recordings {p['transcribed']}/{p['recordings']} transcribed · "
+                    f"audits {p['completed']} completed, {p['failed']} failed")
+            if line != last:
+                print(line, flush=True)
+                last = line
+            if p["day_done"] and p["fiches"] and p["fiches_audited"] >= p["fiches"]:
+                break
+            if time.monotonic() > deadline:
+                print(f"  timed out after {args.timeout}s", file=sys.stderr)
+                return 1
+            time.sleep(1.0)
+        if stopping:
+            return 130
+        wall = time.monotonic() - t0
+        p = day_progress(day)
+        runs = count_runs(graphql)
+        print()
+        print("═" * 72)
+        print(f" Audited day {day} in {wall:.1f}s (wall, from start) — {runs} Dagster runs in total")
+        print(f"   fiches: {p['fiches']}   recordings: {p['recordings']} ({p['transcribed']} transcribed)")
+        print(f"   audits: {p['completed']} completed, {p['failed']} failed (no usable recording)")
+        mean = f"{p['mean_score']:.2f} %" if p["mean_score"] is not None else "n/a"
+        print(f"   niveau: " + ", ".join(f"{k} {v}" for k, v in p["niveaux"].items()) + f"   mean score: {mean}")
+        print("═" * 72)
+        fiche = _one_audited_fiche(day)
+        print(f" Dagster UI : {stack.dagster_url}   (assets: {stack.dagster_url}/asset-groups)")
+        print(f" API        : {stack.api_url}   OpenAPI: {stack.api_url}/api/openapi.json")
+        if fiche:
+            resp = httpx.post(f"{stack.api_url}/api/audits/run", json={"fiche_id": fiche[0], "audit_config_id": fiche[1]},
+                              timeout=30).json()
+            print(f" Live audit : POST /api/audits/run fiche {fiche[0]} → tracking {resp.get('audit_id')}")
+            print(f"   curl -N {stack.api_url}/api/runs/{resp.get('run_id')}/events")
+        print(f"   curl -s '{stack.api_url}/api/fiches/status/by-date?date={day}' | head -c 600")
+        if args.exit:
+            return 0
+        print("\nRunning — Ctrl-C stops every process.")
+        while not stopping:
+            time.sleep(0.5)
+        return 0
+    finally:
+        print("stopping…", flush=True)
+        stack.stop()
+
+
+def _one_audited_fiche(day: str) -> tuple[str, int] | None:
+    from sqlalchemy import text
+
+    from auditflow_dagster.db.session import session_scope
+
+    with session_scope() as s:
+        row = s.execute(text("""
+            SELECT f.fiche_id, a.audit_config_id FROM audits a JOIN fiche_cache f ON f.id = a.fiche_cache_id
+            WHERE f.sales_date = :d AND a.status = 'completed' ORDER BY a.id LIMIT 1"""), {"d": day}).first()
+    return (row[0], int(row[1])) if row else None
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from auditflow_dagster.stack import prepare_database
+
+    app, _ = prepare_database()
+    print("migrations applied")
+    return 0
+
+
+def cmd_import_config(args: argparse.Namespace) -> int:
+    import json
+
+    from auditflow_dagster.db.configs import import_legacy_json
+    from auditflow_dagster.db.session import session_scope
+    from auditflow_dagster.stack import prepare_database
+
+    prepare_database()
+    with open(args.path, encoding="utf-8") as fh:
+        data = json.load(fh)
+    with session_scope() as s:
+        row = import_legacy_json(s, data, created_by="cli")
+        print(f"imported config {row.id}: {row.name}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="auditflow", description="AuditFlow command line")
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="start everything offline and audit yesterday's sales")
+    demo.add_argument("--day", help="sales day YYYY-MM-DD (default: yesterday, Europe/Paris)")
+    demo.add_argument("--fiches", type=int, default=40, help="synthetic fiches per day (default 40)")
+    demo.add_argument("--timeout", type=float, default=600, help="seconds to wait for the day (default 600)")
+    demo.add_argument("--exit", action="store_true", help="stop after the summary instead of serving")
+    demo.add_argument("--api-port", type=int, default=8000)
+    demo.add_argument("--dagster-port", type=int, default=3000)
+    demo.set_defaults(fn=cmd_demo)
+    mig = sub.add_parser("migrate", help="apply database migrations (embedded server if no URL is set)")
+    mig.set_defaults(fn=cmd_migrate)
+    imp = sub.add_parser("import-config", help="import an audit config in the legacy JSON format")
+    imp.add_argument("path")
+    imp.set_defaults(fn=cmd_import_config)
+    args = parser.parse_args(argv)
+    return int(args.fn(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""The one event emitter: append to the ``events`` outbox and NOTIFY, in the caller's transaction.
+
+Events are hints (spec 06 §1.1): a failure to record one is logged and never fails the work that
+produced it, which is why :func:`emit_best_effort` exists for callers without a transaction of their
+own. Inside a transaction, :func:`emit` makes the event visible exactly when the state change it
+reports commits.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from auditflow_dagster.core.events import derive_channels, shrink_payload
+from auditflow_dagster.db.models import Event
+from auditflow_dagster.db.session import session_scope
+from auditflow_dagster.settings import get_settings
+
+log = logging.getLogger(__name__)
+NOTIFY_CHANNEL = "auditflow_events"
+
+
+def emit(session: Session, name: str, payload: dict[str, Any], channels: list[str] | None = None) -> int:
+    body = shrink_payload(payload, get_settings().event_max_payload_bytes)
+    if body is not payload and body.get("truncated"):
+        log.info("event %s payload truncated", name)
+    row = Event(name=name, channels=channels or derive_channels(name, payload), payload=body)
+    session.add(row)
+    session.flush()
+    session.execute(text("SELECT pg_notify(:c, :id)"), {"c": NOTIFY_CHANNEL, "id": str(row.id)})
+    return row.id
+
+
+def emit_best_effort(name: str, payload: dict[str, Any], channels: list[str] | None = None) -> int | None:
+    try:
+        with session_scope() as s:
+            return emit(s, name, payload, channels)
+    except Exception:  # noqa: BLE001 - events never fail the workflow (spec 06 §1.1)
+        log.warning("could not record event %s", name, exc_info=True)
+        return None

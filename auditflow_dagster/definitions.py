@@ -1,0 +1,74 @@
+"""The AuditFlow code location: one ``Definitions`` object (DESIGN §2)."""
+
+from __future__ import annotations
+
+from dagster import (
+    Definitions,
+    build_schedule_from_partitioned_job,
+    define_asset_job,
+    in_process_executor,
+)
+
+from auditflow_dagster.assets.audits import audit_step_results, audits
+from auditflow_dagster.assets.checks import audit_summary_matches_rows
+from auditflow_dagster.assets.fiches import fiche_details, sales_list
+from auditflow_dagster.assets.transcripts import transcripts
+from auditflow_dagster.partitions import fiches_partitions, sales_days
+from auditflow_dagster.resources.crm import CrmResource
+from auditflow_dagster.resources.database import DatabaseResource
+from auditflow_dagster.resources.llm import LlmResource
+from auditflow_dagster.resources.stt import SttResource
+from auditflow_dagster.sensors.day_pipeline import sales_day_fiches_backfill
+from auditflow_dagster.settings import get_settings
+
+FICHE_ASSETS = [fiche_details, transcripts, audit_step_results, audits]
+
+#: One fiche (interactive API audit) or a key range of fiches (batches): the whole chain, in process.
+audit_fiche_job = define_asset_job(
+    "audit_fiche",
+    selection=FICHE_ASSETS,
+    partitions_def=fiches_partitions,
+    executor_def=in_process_executor,
+    description="Details → transcripts → step analyses → finalized audit, for the run's fiche partition(s).",
+)
+
+#: A details refresh for one fiche (the API's read path when the cache cannot answer).
+fetch_fiche_job = define_asset_job(
+    "fetch_fiche",
+    selection=[fiche_details],
+    partitions_def=fiches_partitions,
+    executor_def=in_process_executor,
+    description="Fetch and cache the full CRM details of one fiche.",
+)
+
+sales_day_job = define_asset_job(
+    "sales_day",
+    selection=[sales_list],
+    partitions_def=sales_days,
+    executor_def=in_process_executor,
+    description="Cache one day's CRM sales list and register its fiches.",
+)
+
+#: Daily partitioned schedule: fires for the previous (complete) business day.
+daily_sales_schedule = build_schedule_from_partitioned_job(sales_day_job, hour_of_day=6, minute_of_hour=0)
+
+
+def build_definitions() -> Definitions:
+    settings = get_settings()
+    return Definitions(
+        assets=[sales_list, *FICHE_ASSETS],
+        asset_checks=[audit_summary_matches_rows],
+        jobs=[audit_fiche_job, fetch_fiche_job, sales_day_job],
+        schedules=[daily_sales_schedule],
+        sensors=[sales_day_fiches_backfill],
+        executor=in_process_executor,
+        resources={
+            "crm": CrmResource.from_settings(settings),
+            "stt": SttResource.from_settings(settings),
+            "llm": LlmResource.from_settings(settings),
+            "db": DatabaseResource(),
+        },
+    )
+
+
+defs = build_definitions()

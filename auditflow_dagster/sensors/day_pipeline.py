@@ -1,0 +1,71 @@
+"""Sensor: when a sales day is materialized, backfill its fiches through the chain.
+
+The cursor is the event-log storage id of the last ``sales_list`` materialization handled, so each
+day's materialization launches exactly one backfill (DESIGN §3.4: a day is a backfill over fiche
+partitions with a multi-run policy — a handful of runs, not one per fiche).
+"""
+
+from __future__ import annotations
+
+from dagster import (
+    AssetKey,
+    DagsterEventType,
+    DefaultSensorStatus,
+    EventRecordsFilter,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
+from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
+from dagster._core.definitions.events import AssetKeyPartitionKey
+from sqlalchemy import select
+
+from auditflow_dagster.db.models import FicheCache
+from auditflow_dagster.db.session import session_scope
+
+FICHE_CHAIN = ["fiche_details", "transcripts", "audit_step_results", "audits"]
+
+
+def day_fiche_ids(day: str) -> list[str]:
+    with session_scope() as s:
+        return list(s.scalars(select(FicheCache.fiche_id).where(FicheCache.sales_date == day).order_by(FicheCache.id)))
+
+
+@sensor(
+    name="sales_day_fiches_backfill",
+    target=FICHE_CHAIN,
+    minimum_interval_seconds=5,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Backfills the fiche partitions of each newly materialized sales day through details → transcripts → audits.",
+)
+def sales_day_fiches_backfill(context: SensorEvaluationContext) -> SensorResult | SkipReason:
+    from auditflow_dagster.db.embedded import ensure_database_env
+
+    ensure_database_env()
+    after = int(context.cursor) if context.cursor else None
+    records = context.instance.get_event_records(
+        EventRecordsFilter(
+            event_type=DagsterEventType.ASSET_MATERIALIZATION,
+            asset_key=AssetKey("sales_list"),
+            after_cursor=after,
+        ),
+        ascending=True,
+        limit=20,
+    )
+    if not records:
+        return SkipReason("no new sales day materialized")
+    known = set(context.instance.get_dynamic_partitions("fiches"))
+    requests = []
+    for rec in records:
+        day = rec.partition_key
+        keys = [k for k in day_fiche_ids(day) if k in known] if day else []
+        if not keys:
+            continue
+        subset = AssetGraphSubset.from_asset_partition_set(
+            {AssetKeyPartitionKey(AssetKey(a), k) for a in FICHE_CHAIN for k in keys},
+            context.repository_def.asset_graph,
+        )
+        requests.append(RunRequest.for_asset_graph_subset(subset, tags={"auditflow/sales_day": day, "auditflow/trigger": "sales_day"}))
+    return SensorResult(run_requests=requests, cursor=str(records[-1].storage_id))

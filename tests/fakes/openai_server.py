@@ -1,0 +1,162 @@
+"""A fake OpenAI Responses API (``POST /v1/responses``) returning real Response objects."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections import deque
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from tests.fakes.server import Reply
+
+
+def step_analysis_example(points: list[str] | None = None) -> dict[str, Any]:
+    """A valid StepAnalysis (spec 03 §3.4 synthetic example)."""
+    points = points or ["Recording announced", "Right to object"]
+    pcs: list[dict[str, Any]] = []
+    for i, p in enumerate(points):
+        present = i == 0
+        pcs.append(
+            {
+                "point": p,
+                "statut": "PRESENT" if present else "ABSENT",
+                "commentaire": "At call start." if present else "Not found.",
+                "citations": [
+                    {
+                        "texte": "je vous informe que l'appel est enregistré",
+                        "minutage": "00:12",
+                        "minutage_secondes": 12.4,
+                        "speaker": "speaker_0",
+                        "recording_index": 0,
+                        "chunk_index": 0,
+                        "recording_date": "02/01/2025",
+                        "recording_time": "10:15",
+                        "recording_url": "N/A",
+                    }
+                ]
+                if present
+                else [],
+                "minutages": ["00:12"] if present else [],
+                "erreur_transcription_notee": False,
+                "variation_phonetique_utilisee": None,
+            }
+        )
+    return {
+        "traite": True,
+        "conforme": "PARTIEL",
+        "minutages": ["00:12"],
+        "score": 5,
+        "points_controle": pcs,
+        "mots_cles_trouves": ["enregistré"],
+        "commentaire_global": "Partiel.",
+        "niveau_conformite": "ACCEPTABLE",
+        "erreurs_transcription_tolerees": 0,
+    }
+
+
+def response_object(
+    output_text: str, *, model: str, usage: tuple[int, int] = (1200, 300), refusal: str | None = None,
+    status: str = "completed",
+) -> dict[str, Any]:
+    content: dict[str, Any]
+    if refusal is not None:
+        content = {"type": "refusal", "refusal": refusal}
+    else:
+        content = {"type": "output_text", "text": output_text, "annotations": [], "logprobs": []}
+    output: list[dict[str, Any]] = []
+    if model.startswith(("gpt-5", "o")):
+        output.append({"id": f"rs_{uuid.uuid4().hex}", "type": "reasoning", "summary": [], "status": None})
+    output.append(
+        {
+            "id": f"msg_{uuid.uuid4().hex}",
+            "type": "message",
+            "status": "completed",
+            "role": "assistant",
+            "content": [content],
+        }
+    )
+    inp, out = usage
+    return {
+        "id": f"resp_{uuid.uuid4().hex}",
+        "object": "response",
+        "created_at": int(time.time()),
+        "status": status,
+        "error": None,
+        "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
+        "instructions": None,
+        "max_output_tokens": None,
+        "model": model,
+        "output": output,
+        "parallel_tool_calls": True,
+        "previous_response_id": None,
+        "reasoning": {"effort": None, "summary": None},
+        "store": True,
+        "temperature": 1.0,
+        "text": {"format": {"type": "text"}},
+        "tool_choice": "auto",
+        "tools": [],
+        "top_p": 1.0,
+        "truncation": "disabled",
+        "usage": {
+            "input_tokens": inp,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": out,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": inp + out,
+        },
+        "user": None,
+        "metadata": {},
+    }
+
+
+class FakeOpenAI:
+    """Records each request; answers from ``script`` first, else with ``output_text``."""
+
+    def __init__(self, api_key: str = "sk-test-fake-key-abcdef123456") -> None:
+        self.api_key = api_key
+        self.requests: list[dict[str, Any]] = []
+        self.script: deque[Reply] = deque()
+        self.output_text: str = json.dumps(step_analysis_example())
+        self.refusal: str | None = None
+        self.status: str = "completed"
+        self._lock = threading.Lock()
+        self.app = Starlette(routes=[Route("/v1/responses", self._responses, methods=["POST"])])
+
+    async def _responses(self, request: Request) -> Any:
+        raw = await request.body()
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        with self._lock:
+            try:
+                payload = json.loads(raw)
+            except ValueError:
+                payload = None
+            self.requests.append({"headers": headers, "json": payload, "path": request.url.path})
+            scripted = self.script.popleft() if self.script else None
+        if headers.get("authorization") != f"Bearer {self.api_key}":
+            masked = headers.get("authorization", "")[7:]
+            masked = masked[:3] + "*" * 6 + masked[-4:] if len(masked) > 8 else masked
+            return JSONResponse(
+                {
+                    "error": {
+                        "message": f"Incorrect API key provided: {masked}. You can find your API key at https://platform.openai.com/account/api-keys.",
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": "invalid_api_key",
+                    }
+                },
+                status_code=401,
+            )
+        if scripted:
+            return await scripted.render()
+        if not isinstance(payload, dict) or not payload.get("model"):
+            return JSONResponse({"error": {"message": "model required", "type": "invalid_request_error"}}, status_code=400)
+        return JSONResponse(
+            response_object(self.output_text, model=payload["model"], refusal=self.refusal, status=self.status)
+        )
