@@ -6,7 +6,6 @@ global LLM cap; each step is stored the moment it finishes and a stored step is 
 ``audits`` is the finalizer: evidence gating, scoring and the summary, from the stored rows only.
 """
 
-from __future__ import annotations
 
 import asyncio
 import time

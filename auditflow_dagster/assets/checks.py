@@ -1,7 +1,6 @@
 """Asset checks: the stored audit summary must equal what the stored step rows say (spec 03 §6:
 "recompute from stored rows"). A mismatch means a writer bypassed the finalizer."""
 
-from __future__ import annotations
 
 from decimal import Decimal
 

@@ -5,7 +5,6 @@ a partition of ``fiches`` (one call). ``fiche_details`` fetches the full payload
 the run under the global CRM details cap and stores it normalized.
 """
 
-from __future__ import annotations
 
 import datetime as dt
 from typing import Any

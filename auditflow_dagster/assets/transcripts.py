@@ -5,7 +5,6 @@ of ``has_transcription`` under the lock, a global STT slot, then one provider ca
 client owns the only retry loop — and one transaction storing the chunks.
 """
 
-from __future__ import annotations
 
 import time
 from typing import Any

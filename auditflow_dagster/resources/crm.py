@@ -565,8 +565,7 @@ class CrmClient:
                 )
                 await self._sleep(delay)
         assert last is not None
-        last.retryable = False
-        raise last
+        raise last  # ``retryable`` still tells a caller whether a later retry could help
 
     # -- endpoints -------------------------------------------------------------------------------
 

@@ -430,7 +430,12 @@ class SampleSttClient:
             await asyncio.sleep(self.latency_seconds)
         from auditflow_dagster.sample.generator import transcript_for_recording_url
 
-        return extract_transcription(transcript_for_recording_url(recording_url.strip()))
+        try:
+            body = transcript_for_recording_url(recording_url.strip())
+        except (KeyError, ValueError):
+            # Unknown to the generator: behave like an expired/missing recording (non-retryable).
+            raise SttError(f"{DOWNLOAD_PREFIX} status=404", status=404, retryable=False) from None
+        return extract_transcription(body)
 
     async def aclose(self) -> None:
         return None

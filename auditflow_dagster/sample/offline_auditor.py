@@ -27,12 +27,14 @@ The caller reports ``model="offline-keyword"``.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
-import unicodedata
 from typing import Any, Iterable
 
 from auditflow_dagster.core.audit_config import AuditConfigSpec, AuditStepSpec
+from auditflow_dagster.core.evidence import norm as _evidence_norm
+from auditflow_dagster.core.scoring import derived_step_score, niveau_for, step_ratio, verdict_for_ratio
 
 OFFLINE_MODEL = "offline-keyword"
 
@@ -41,20 +43,11 @@ PARTIAL_COVERAGE = 0.40
 MIN_QUOTE_CHARS = 12
 STEM_CHARS = 6
 
-try:  # the canonical normalisation lives with evidence gating
-    from auditflow_dagster.core.evidence import norm as _evidence_norm
-except ImportError:  # pragma: no cover - only while core.evidence is being written
-    _evidence_norm = None
-
-
+@functools.lru_cache(maxsize=16384)
 def norm(s: str) -> str:
-    """Spec 03 §4.1 normalisation (delegates to :func:`auditflow_dagster.core.evidence.norm`)."""
-    if _evidence_norm is not None:
-        return _evidence_norm(s)
-    s = unicodedata.normalize("NFD", (s or "").lower())  # pragma: no cover
-    s = "".join(c for c in s if not ("\u0300" <= c <= "\u036f"))  # pragma: no cover
-    out = "".join(c if unicodedata.category(c)[0] in "LN" else " " for c in s)  # pragma: no cover
-    return " ".join(out.split())  # pragma: no cover
+    """Spec 03 §4.1 normalisation — the evidence-gating one, so quotes and matching agree (memoised:
+    every step of an audit re-reads the same transcript)."""
+    return _evidence_norm(s)
 
 
 # Short French function words (normalised, accents stripped) and audit meta-vocabulary that
@@ -124,28 +117,62 @@ def term_matches(term: str, token: str) -> bool:
     return token.startswith(term[:STEM_CHARS])
 
 
-def coverage(terms: list[str], text: str) -> float:
-    """Share of ``terms`` found in ``text`` (0 when there are no terms)."""
+@functools.lru_cache(maxsize=16384)
+def _tokens(text: str) -> "_Tokens":
+    return _Tokens(text)
+
+
+class _Tokens:
+    """Pre-normalised sentence: token set and prefix sets for fast term matching."""
+
+    __slots__ = ("tokens", "p5", "p6", "hedged")
+
+    def __init__(self, text: str) -> None:
+        normalized = norm(text)
+        toks = normalized.split()
+        self.tokens = set(toks)
+        self.p5 = {t[:5] for t in toks}
+        self.p6 = {t[:STEM_CHARS] for t in toks if len(t) >= STEM_CHARS}
+        padded = f" {normalized} "
+        self.hedged = any(f" {h} " in padded for h in HEDGES)
+
+    def has(self, term: str) -> bool:
+        if term.isdigit():
+            return term in self.tokens
+        if len(term) <= 4:
+            return term in self.tokens or term + "s" in self.tokens
+        if len(term) == 5:
+            return term in self.p5
+        return term[:STEM_CHARS] in self.p6
+
+
+def _coverage(terms: list[str], toks: _Tokens) -> float:
     if not terms:
         return 0.0
-    tokens = norm(text).split()
-    hit = sum(1 for t in terms if any(term_matches(t, tok) for tok in tokens))
-    return hit / len(terms)
+    return sum(1 for t in terms if toks.has(t)) / len(terms)
+
+
+def coverage(terms: list[str], text: str) -> float:
+    """Share of ``terms`` found in ``text`` (0 when there are no terms)."""
+    return _coverage(terms, _Tokens(text))
 
 
 def is_hedged(text: str) -> bool:
-    padded = f" {norm(text)} "
-    return any(f" {h} " in padded for h in HEDGES)
+    return _Tokens(text).hedged
 
 
-def classify_sentence(terms: list[str], sentence: str) -> tuple[str, float]:
-    """``("PRESENT"|"PARTIEL"|"ABSENT", coverage)`` of one sentence for one control point."""
-    cov = coverage(terms, sentence)
-    if cov >= PRESENT_COVERAGE and not is_hedged(sentence):
+def _classify(terms: list[str], toks: _Tokens) -> tuple[str, float]:
+    cov = _coverage(terms, toks)
+    if cov >= PRESENT_COVERAGE and not toks.hedged:
         return "PRESENT", cov
     if cov >= PARTIAL_COVERAGE:
         return "PARTIEL", cov
     return "ABSENT", cov
+
+
+def classify_sentence(terms: list[str], sentence: str) -> tuple[str, float]:
+    """``("PRESENT"|"PARTIEL"|"ABSENT", coverage)`` of one sentence for one control point."""
+    return _classify(terms, _Tokens(sentence))
 
 
 def split_sentences(text: str) -> list[str]:
@@ -163,35 +190,6 @@ def parse_line(line: str) -> tuple[str, str]:
 def mmss(seconds: float) -> str:
     s = max(0, int(math.floor(float(seconds or 0))))
     return f"{s // 60:02d}:{s % 60:02d}"
-
-
-# ---------------------------------------------------------------------------------------------
-# Scoring helpers (spec 03 §4.4 / §6), via core.scoring when present
-# ---------------------------------------------------------------------------------------------
-
-
-def _ratio(statuts: list[str]) -> float:
-    from auditflow_dagster.core.scoring import step_ratio
-
-    return step_ratio(statuts)
-
-
-def _derived(ratio: float, weight: int) -> int:
-    from auditflow_dagster.core.scoring import derived_step_score
-
-    return derived_step_score(ratio, weight)
-
-
-def _verdict(ratio: float) -> str:
-    from auditflow_dagster.core.scoring import verdict_for_ratio
-
-    return verdict_for_ratio(ratio)
-
-
-def _niveau(conforme: str, ratio: float) -> str:
-    from auditflow_dagster.core.scoring import niveau_for
-
-    return niveau_for(conforme, ratio)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,6 +216,7 @@ def _iter_sentences(timeline: list[dict[str, Any]]) -> Iterable[dict[str, Any]]:
                         "speaker": speaker,
                         "line": line,
                         "sentence": sentence,
+                        "tokens": _tokens(sentence),
                     }
 
 
@@ -250,7 +249,7 @@ def judge_control_point(point: str, sentences: list[dict[str, Any]]) -> tuple[st
     if not terms:
         return "ABSENT", None
     for hit in sentences:
-        statut, cov = classify_sentence(terms, hit["sentence"])
+        statut, cov = _classify(terms, hit["tokens"])
         if statut == "ABSENT":
             continue
         key = (_RANK[statut], cov)
@@ -296,10 +295,10 @@ def audit_step(config: AuditConfigSpec, step: AuditStepSpec, timeline: list[dict
         )
 
     statuts = [p["statut"] for p in points]
-    ratio = _ratio(statuts)
-    score = _derived(ratio, step.weight)
-    conforme = _verdict(ratio)
-    niveau = _niveau(conforme, ratio)
+    ratio = step_ratio(statuts)
+    score = derived_step_score(ratio, step.weight)
+    conforme = verdict_for_ratio(ratio)
+    niveau = niveau_for(conforme, ratio)
     minutages: list[str] = []
     for p in points:
         for m in p["minutages"]:

@@ -5,7 +5,6 @@ day's materialization launches exactly one backfill (DESIGN §3.4: a day is a ba
 partitions with a multi-run policy — a handful of runs, not one per fiche).
 """
 
-from __future__ import annotations
 
 from dagster import (
     AssetKey,

@@ -347,7 +347,12 @@ def test_resource_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_sample_client_is_deterministic() -> None:
     pytest.importorskip("auditflow_dagster.sample.generator")
-    url = "https://rec.example.invalid/0f8fad5b-d9cb-469f-a165-70867728950e-02-01-25-09h30-33100000000-33600000000.mp3"
+    from datetime import date
+
+    from auditflow_dagster.sample import generator
+
+    fiche_id = generator.fiche_id_for(date(2025, 1, 6), 0)
+    url = generator.recordings_for_fiche(fiche_id)[0]["recording_url"]
 
     async def go() -> tuple[Transcription, Transcription]:
         c = SampleSttClient()
@@ -355,7 +360,11 @@ def test_sample_client_is_deterministic() -> None:
 
     a, b = asyncio.run(go())
     assert a == b
-    assert a.transcription_id and a.text
+    assert a.transcription_id and a.text and a.words
+    assert a == extract_transcription(generator.transcript_for_recording_url(url))
     assert all({"text", "start", "end", "type"} <= set(w) for w in a.words)
     with pytest.raises(SttError):
         asyncio.run(SampleSttClient().transcribe(""))
+    with pytest.raises(SttError) as ei:
+        asyncio.run(SampleSttClient().transcribe("https://rec.example.invalid/unknown.mp3"))
+    assert ei.value.status == 404 and not ei.value.retryable

@@ -1,0 +1,155 @@
+"""Per-step audit prompt (prompt mode) and the failed-step fallback (spec 03 §3.2, §3.3, §8).
+
+Why the prompt is built here, deterministically: the text is a contract with the timeline layout
+(``Enregistrement #X`` / ``Chunk Y`` / ``Temps:`` labels) and with evidence gating (verbatim quotes,
+0-based indices). Keeping it pure makes it testable and lets a rerun rebuild the exact same prompt
+from the audit snapshot.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from auditflow_dagster.core.audit_config import AuditConfigSpec, AuditStepSpec
+
+__all__ = ["build_step_prompt", "fallback_step_output"]
+
+_VERIFICATION_NO_PRODUCT = """\
+VÉRIFICATION DES INFORMATIONS PRODUIT
+Aucune documentation produit (tableau de garanties, conditions générales) n'est disponible pour cet audit.
+- N'invente JAMAIS de garantie, de montant, de taux de remboursement ni de délai de carence.
+- Évalue uniquement ce que le conseiller a effectivement dit dans la transcription (clarté, cohérence, mentions obligatoires).
+- Pour tout point de contrôle dont la vérification dépend des documents produit, attribue au mieux le statut PARTIEL \
+(jamais PRESENT sur ce seul fondement) et précise dans le commentaire que la documentation produit n'était pas disponible."""
+
+_PHONETIC_TOLERANCE = """\
+TOLÉRANCE PHONÉTIQUE (la transcription automatique peut déformer certains termes) :
+- « ORIAS » peut apparaître comme « aurias », « o rias », « oriasse » ou « horias » (registre des intermédiaires) ;
+- le nom du cabinet de courtage peut être mal orthographié ou découpé en plusieurs mots ;
+- « C2S », « CSS », « CMU » ou « 100 % Santé » peuvent apparaître comme « c deux s », « cé esse esse », « cent pour cent santé » ;
+- « frais de dossier », « frais de courtage », « cotisation » peuvent apparaître comme « frais de dosier », « frais de courtages », « cotisations » ;
+- « délai de carence » / « résiliation » peuvent apparaître comme « délai de carense » / « résiliassion ».
+Si tu retiens une variante, mets erreur_transcription_notee à true et renseigne variation_phonetique_utilisee.
+La citation (texte) doit néanmoins reproduire la transcription telle qu'elle est écrite, variante comprise."""
+
+_RULES = """\
+RÈGLES D'ANALYSE
+1. Analyse UNIQUEMENT cette étape, à partir de la chronologie fournie ci-dessus.
+2. Retourne exactement un élément dans points_controle par point de contrôle listé, dans le même ordre, \
+en recopiant le texte du point dans le champ point.
+3. Les citations se placent DANS chaque point de contrôle (champ citations), jamais ailleurs.
+4. Un point PRESENT exige au moins une citation. Un point PARTIEL doit en avoir au moins une. \
+Un point ABSENT ou NON_APPLICABLE n'a aucune citation (liste vide).
+5. N'invente JAMAIS de citation : le champ texte reproduit mot pour mot un passage d'UN SEUL chunk de la chronologie \
+(sans le préfixe « speaker_X: »). Sans preuve dans la transcription, le point est ABSENT \
+(PARTIEL si l'élément n'apparaît qu'indirectement ou incomplètement).
+6. Métadonnées de chaque citation, à déduire des libellés de la chronologie :
+   - recording_index = X − 1 pour « Enregistrement #X » (0 pour « Enregistrement #1 ») ;
+   - chunk_index = Y − 1 pour « Chunk Y » (0 pour « Chunk 1 ») ;
+   - minutage_secondes = la première valeur (en secondes) de la ligne « Temps: » du chunk cité ;
+   - minutage = ces secondes converties en MM:SS (minutes et secondes entières, sur deux chiffres ; 75.4 s → « 01:15 ») ;
+   - speaker = le libellé du locuteur tel qu'écrit (par exemple speaker_0) ;
+   - recording_date (JJ/MM/AAAA) et recording_time (HH:MM) = « Date: » et « Heure: » de l'enregistrement ; \
+recording_url = « N/A ».
+7. minutages (de l'étape et de chaque point) = les minutages MM:SS pertinents.
+8. score = nombre entier de points obtenus, entre 0 et le poids de l'étape.
+9. Tous les champs du schéma sont obligatoires, même vides. Réponds UNIQUEMENT par l'objet JSON, sans texte autour.
+
+VALEURS AUTORISÉES
+- conforme : CONFORME | NON_CONFORME | PARTIEL
+- statut (point de contrôle) : PRESENT | ABSENT | PARTIEL | NON_APPLICABLE
+- niveau_conformite : EXCELLENT | BON | ACCEPTABLE | INSUFFISANT | REJET"""
+
+_CLOSING = "Analyse maintenant cette étape et réponds uniquement avec l'objet JSON demandé."
+
+
+def _yes_no(flag: bool) -> str:
+    return "OUI" if flag else "NON"
+
+
+def build_step_prompt(
+    config: AuditConfigSpec,
+    step: AuditStepSpec,
+    timeline_block: str,
+    *,
+    total_steps: int,
+    extra_instructions: str | None = None,
+) -> str:
+    """The single user message of a prompt-mode step analysis (spec 03 §3.2, sections in order).
+
+    1 config system prompt (omitted when empty — legacy printed ``null``) · 2 timeline or excerpt ·
+    3 product context (none yet: no product data) · 4 verification block, variant C for
+    ``verifyProductInfo`` steps · 5 step header · 6 description (empty, never ``null``), step prompt,
+    optional rerun instructions · 7 numbered control points · 8 keywords · 9 analysis rules and
+    enum values · 10 closing line.
+    """
+    sections: list[str] = []
+
+    system_prompt = (config.system_prompt or "").strip()
+    if system_prompt:
+        sections.append(system_prompt)
+
+    sections.append(timeline_block)
+
+    if step.verify_product_info:
+        sections.append(_VERIFICATION_NO_PRODUCT)
+
+    sections.append(
+        "\n".join(
+            [
+                f"ÉTAPE {step.position}/{total_steps} : {step.name}",
+                f"Sévérité : {step.severity_level}",
+                f"Poids : {step.weight} points",
+                f"Étape critique : {_yes_no(step.is_critical)}",
+                f"Vérification des informations produit : {_yes_no(step.verify_product_info)}",
+            ]
+        )
+    )
+
+    sections.append(f"Description : {step.description or ''}")
+    sections.append(f"Instructions de l'étape :\n{step.prompt}")
+    if extra_instructions and extra_instructions.strip():
+        sections.append(f"Instructions complémentaires :\n{extra_instructions.strip()}")
+
+    points = "\n".join(f"{i}. {p}" for i, p in enumerate(step.control_points, start=1))
+    sections.append(f"POINTS DE CONTRÔLE ({len(step.control_points)}) :\n{points}")
+
+    keywords = ", ".join(step.keywords) if step.keywords else "(aucun)"
+    sections.append(f"MOTS-CLÉS À RECHERCHER : {keywords}")
+
+    sections.append(_PHONETIC_TOLERANCE)
+    sections.append(_RULES)
+    sections.append(_CLOSING)
+    return "\n\n".join(sections)
+
+
+def fallback_step_output(step: AuditStepSpec, error: str) -> dict[str, Any]:
+    """The result written when a step analysis failed (spec 03 §8).
+
+    The audit must still complete, so a failed step becomes a well-formed, schema-valid analysis that
+    earns nothing: ``traite=false``, NON_CONFORME, score 0, INSUFFISANT, and one ABSENT point per
+    configured control point carrying the error (so reviewers see *why* in every row).
+    """
+    message = f"Step failed: {error}"
+    return {
+        "traite": False,
+        "conforme": "NON_CONFORME",
+        "minutages": [],
+        "score": 0,
+        "points_controle": [
+            {
+                "point": point,
+                "statut": "ABSENT",
+                "commentaire": message,
+                "citations": [],
+                "minutages": [],
+                "erreur_transcription_notee": False,
+                "variation_phonetique_utilisee": None,
+            }
+            for point in step.control_points
+        ],
+        "mots_cles_trouves": [],
+        "commentaire_global": message,
+        "niveau_conformite": "INSUFFISANT",
+        "erreurs_transcription_tolerees": 0,
+    }
