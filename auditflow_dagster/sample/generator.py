@@ -29,7 +29,7 @@ import json
 import math
 import random
 import re
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -254,7 +254,7 @@ SCRIPTS: dict[tuple[int, int], dict[str, list[str]]] = {
     (2, 1): {
         "ok": ["Quelle est votre situation familiale, et combien de personnes faut-il couvrir ?"],
         "partial": ["Pour votre situation familiale, je suppose que c'est juste pour vous."],
-        "reply": ["Je suis marié, avec deux enfants.", "Je vis seul, c'est juste pour moi.", "Nous sommes deux, mon conjoint et moi."],
+        "reply": ["{foyer}"],
     },
     (2, 2): {
         "ok": [
@@ -376,7 +376,7 @@ CLIENT_REPLIES = [
     "Oui.", "D'accord.", "Très bien.", "Oui, je vous écoute.", "Entendu.", "Oui, allez-y.", "Parfait.",
     "Oui, c'est clair.", "Ah oui, d'accord.", "Ça me convient.", "Hum, oui.", "Oui oui, je comprends.",
 ]
-ADVISOR_PREFIXES = ["", "", "", "Très bien.", "Parfait.", "Alors.", "Bien."]
+ADVISOR_PREFIXES = ["", "", "", "", "", "Très bien.", "Parfait.", "Alors.", "Bien.", "Merci."]
 ADVISOR_FILLERS = [
     "Très bien, je note.", "Parfait, merci pour ces précisions.", "On continue si vous le voulez bien.",
     "Je prends note, passons à la suite.", "D'accord, c'est noté.", "Excellent, on avance.",
@@ -444,7 +444,7 @@ def _base(fiche_id: str) -> dict[str, Any]:
     n_enfants = rng.choice([0, 0, 1, 2, 3]) if age < 60 else 0
     has_conjoint = situation[0] in (2, 3)
     iban = f"FR76 {rng.randint(1000, 9999)} {rng.randint(1000, 9999)} {rng.randint(1000, 9999)} {rng.randint(1000, 9999)} {rng.randint(1000, 9999)} {rng.randint(100, 999)}"
-    insert_time = time(8, rng.randint(0, 59))
+    insert_time = time(8, rng.randint(0, 29))
     return {
         "fiche_id": fiche_id,
         "day": day,
@@ -509,7 +509,17 @@ def _context(b: dict[str, Any]) -> dict[str, str]:
         "service_tel": SERVICE_TEL,
         "ancien_assureur": b["ancien_assureur"],
         "iban_parle": b["iban"],
+        "foyer": _foyer(b),
     }
+
+
+def _foyer(b: dict[str, Any]) -> str:
+    kids = {0: "", 1: "un enfant", 2: "deux enfants", 3: "trois enfants"}[b["n_enfants"]]
+    if b["has_conjoint"]:
+        return f"Nous sommes en couple, avec {kids}." if kids else "Nous sommes deux, mon conjoint et moi."
+    if b["n_enfants"] == 1:
+        return "C'est pour moi et mon enfant."
+    return f"C'est pour moi et mes {kids}." if kids else "C'est juste pour moi."
 
 
 # ---------------------------------------------------------------------------------------------

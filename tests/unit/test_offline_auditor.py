@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -237,6 +237,11 @@ def test_control_point_terms_drop_meta_words():
     assert oa.control_point_terms("Droit de renonciation de 14 jours") == ["droit", "renonciation", "14", "jours"]
     assert oa.control_point_terms("Finalité du traitement des données personnelles")[2] == "donnees"
     assert oa.is_hedged("C'est environ 50 euros") and not oa.is_hedged("C'est 50 euros")
+    assert oa.term_matches("renonciation", "renoncez") and not oa.term_matches("renonciation", "renoncer"[:5])
+    assert oa.term_matches("nom", "noms") and not oa.term_matches("nom", "nombre")
+    assert oa.term_matches("14", "14") and not oa.term_matches("14", "140")
+    assert oa.coverage(["droit", "renonciation", "14", "jours"], "Un droit de renoncer sous 14 jours.") == 1.0
+    assert oa.coverage(["nom", "cabinet"], "Le nombre de cabinets") == 0.5
 
 
 @pytest.mark.skipif(not (FIXTURES / "audit_config_18_points.json").exists(), reason="shared fixtures not available")
