@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
+
+from dagster import BetaWarning
+
+# backfill_policy is "beta" in 1.13; we rely on it deliberately (DESIGN §3.4).
+warnings.filterwarnings("ignore", category=BetaWarning)
+
 from dagster import (
     Definitions,
     build_schedule_from_partitioned_job,

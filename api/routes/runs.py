@@ -1,8 +1,9 @@
 """``GET /api/runs/{run_id}/events``: a Dagster run's event log relayed as SSE.
 
-Each frame's id can be sent back as ``Last-Event-ID`` (header or ``last_event_id`` query) to resume
-exactly after it — on this replica or any other, since the position lives in the id, not in the
-process. The stream ends after the run's terminal event (success, failure or cancellation).
+Each frame's id is the event's ordinal in the run's event log (0-based). The log is append-only, so
+the ordinal names one event forever: sent back as ``Last-Event-ID`` (header or ``last_event_id``
+query) it resumes exactly after that event — on this replica or any other, since the position
+lives in the id, not in the process. The stream ends after the run's terminal event (success, failure or cancellation).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from starlette.routing import Route
 from api.common import dagster
 from api.dagster_client import TERMINAL_EVENT_TYPES, DagsterUnavailable
 from api.errors import ApiError, not_found, validation_error
-from api.sse import SSE_HEADERS, decode_run_cursor, encode_run_cursor, frame, ping, retry
+from api.sse import SSE_HEADERS, frame, ping, retry
 from auditflow_dagster.settings import get_settings
 
 PAGE = 200
@@ -53,9 +54,9 @@ async def run_events(request: Request) -> StreamingResponse:
     if not run_id or len(run_id) > 64 or not all(c.isalnum() or c == "-" for c in run_id):
         raise validation_error("Invalid run_id")
     resume_raw = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
-    resume = decode_run_cursor(resume_raw) if resume_raw else None
-    if resume_raw and resume is None:
+    if resume_raw and not (resume_raw.isdigit() and len(resume_raw) < 10):
         raise validation_error("Invalid Last-Event-ID")
+    resume_after = int(resume_raw) if resume_raw else -1
     client = dagster(request)
     try:
         status = await client.run_status(run_id)
@@ -66,7 +67,8 @@ async def run_events(request: Request) -> StreamingResponse:
     settings = get_settings()
 
     async def stream() -> AsyncIterator[str]:
-        after, skip = (resume[0], resume[1] + 1) if resume else (None, 0)
+        after: str | None = None
+        ordinal = 0  # ordinal of the next event the Dagster cursor ``after`` points to
         yield retry()
         last_sent = asyncio.get_running_loop().time()
         while True:
@@ -78,22 +80,18 @@ async def run_events(request: Request) -> StreamingResponse:
             if page.get("__typename") != "EventConnection":
                 return
             events = page["events"]
-            terminal = False
-            for i, ev in enumerate(events):
-                if i < skip:
-                    continue
-                yield frame(ev.get("eventType") or ev.get("__typename") or "event", _event_payload(run_id, ev),
-                            encode_run_cursor(after, i))
+            for ev in events:
+                n, ordinal = ordinal, ordinal + 1
+                if n <= resume_after:
+                    continue  # already delivered before the reconnect
+                yield frame(ev.get("eventType") or ev.get("__typename") or "event", _event_payload(run_id, ev), str(n))
                 last_sent = asyncio.get_running_loop().time()
-                terminal = terminal or ev.get("eventType") in TERMINAL_EVENT_TYPES
-            if terminal:
-                return
+                if ev.get("eventType") in TERMINAL_EVENT_TYPES:
+                    return  # the stream ends with the run's terminal event
             if events:
-                after, skip = page["cursor"], 0
+                after = page["cursor"]
             if page.get("hasMore"):
                 continue
-            if await request.is_disconnected():
-                return
             now = asyncio.get_running_loop().time()
             if now - last_sent >= settings.sse_heartbeat_seconds:
                 yield ping()

@@ -15,7 +15,7 @@ from auditflow_dagster.resources.database import DatabaseResource
 
 @asset_check(asset=audits, blocking=False, description="Audit summaries recomputed from step rows match the stored ones.")
 def audit_summary_matches_rows(context: AssetCheckExecutionContext, db: DatabaseResource) -> AssetCheckResult:
-    root = context.run.root_run_id or context.run_id
+    root = context.run.root_run_id or context.run.run_id
     mismatches: list[str] = []
     checked = 0
     with db.session() as s:

@@ -34,7 +34,7 @@ def day_fiche_ids(day: str) -> list[str]:
 
 @sensor(
     name="sales_day_fiches_backfill",
-    target=FICHE_CHAIN,
+    asset_selection=FICHE_CHAIN,
     minimum_interval_seconds=5,
     default_status=DefaultSensorStatus.RUNNING,
     description="Backfills the fiche partitions of each newly materialized sales day through details → transcripts → audits.",

@@ -14,6 +14,7 @@ from dagster import DagsterInstance, materialize
 from sqlalchemy import func, select
 
 from auditflow_dagster.assets.audits import audit_step_results, audits
+from auditflow_dagster.assets.checks import audit_summary_matches_rows
 from auditflow_dagster.assets.fiches import fiche_details, sales_list
 from auditflow_dagster.assets.transcripts import transcripts
 from auditflow_dagster.db.configs import ensure_bundled_config
@@ -64,8 +65,10 @@ def _audit_for(fiche_id: str) -> Audit:
 
 def test_single_fiche_audit_matches_ground_truth(day_fiches, instance):
     fiche_id = next(f for f in day_fiches if generator.expected_audit(f)["auditable"])
-    result = materialize(CHAIN, partition_key=fiche_id, instance=instance, resources=_resources())
+    result = materialize([*CHAIN, audit_summary_matches_rows], partition_key=fiche_id, instance=instance, resources=_resources())
     assert result.success
+    [check] = result.get_asset_check_evaluations()
+    assert check.passed and check.metadata["audits_checked"].value == 1
     audit = _audit_for(fiche_id)
     expected = generator.expected_audit(fiche_id)["compliance"]
     assert audit.status == "completed"
