@@ -51,9 +51,33 @@ def day_progress(day: str) -> dict[str, Any]:
     return {**dict(row), "niveaux": niveaux, "mean_score": float(mean) if mean is not None else None}
 
 
-def count_runs(dagster_graphql: str) -> int:
-    q = "query { runsOrError { __typename ... on Runs { count } } }"
-    return httpx.post(dagster_graphql, json={"query": q}, timeout=10).json()["data"]["runsOrError"]["count"]
+def run_summary(dagster_graphql: str) -> dict[str, Any]:
+    """Runs of the instance: total, how many belong to backfills, how many are still in flight."""
+    q = """query { runsOrError { __typename ... on Runs { results { runId status jobName tags { key value } } } } }"""
+    runs = httpx.post(dagster_graphql, json={"query": q}, timeout=10).json()["data"]["runsOrError"]["results"]
+    backfill = [r for r in runs if any(t["key"] == "dagster/backfill" for t in r["tags"])]
+    active = [r for r in runs if r["status"] in ("QUEUED", "NOT_STARTED", "STARTING", "STARTED")]
+    return {"total": len(runs), "backfill": len(backfill), "active": len(active)}
+
+
+def follow_live_audit(api_url: str, fiche_id: str, config_id: int) -> dict[str, float]:
+    """POST an audit and follow its run's SSE stream; returns latencies in seconds."""
+    t0 = time.monotonic()
+    resp = httpx.post(f"{api_url}/api/audits/run", json={"fiche_id": fiche_id, "audit_config_id": config_id}, timeout=30)
+    resp.raise_for_status()
+    body = resp.json()
+    out: dict[str, Any] = {"run_id": body["run_id"], "tracking_id": body["audit_id"]}
+    event = None
+    with httpx.stream("GET", f"{api_url}/api/runs/{body['run_id']}/events", timeout=httpx.Timeout(300, read=120)) as s:
+        for line in s.iter_lines():
+            if line.startswith("event: "):
+                event = line[7:]
+                if event == "STEP_START" and "first_step" not in out:
+                    out["first_step"] = time.monotonic() - t0
+                if event in ("RUN_SUCCESS", "RUN_FAILURE", "RUN_CANCELED"):
+                    out["terminal"] = time.monotonic() - t0
+                    out["outcome"] = event
+    return out
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -118,24 +142,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
             return 130
         wall = time.monotonic() - t0
         p = day_progress(day)
-        runs = count_runs(graphql)
+        while run_summary(graphql)["active"] and not stopping:
+            time.sleep(0.5)  # let the backfill's runs finish (asset checks) before counting them
+        runs = run_summary(graphql)
         print()
-        print("═" * 72)
-        print(f" Audited day {day} in {wall:.1f}s (wall, from start) — {runs} Dagster runs in total")
+        print("═" * 76)
+        print(f" Audited day {day}: {wall:.1f}s wall from start (stack start-up included)")
+        print(f"   Dagster runs: {runs['total']} (1 sales_day + {runs['backfill']} backfill run(s) for {p['fiches']} fiches)")
         print(f"   fiches: {p['fiches']}   recordings: {p['recordings']} ({p['transcribed']} transcribed)")
         print(f"   audits: {p['completed']} completed, {p['failed']} failed (no usable recording)")
         mean = f"{p['mean_score']:.2f} %" if p["mean_score"] is not None else "n/a"
-        print(f"   niveau: " + ", ".join(f"{k} {v}" for k, v in p["niveaux"].items()) + f"   mean score: {mean}")
-        print("═" * 72)
-        fiche = _one_audited_fiche(day)
-        print(f" Dagster UI : {stack.dagster_url}   (assets: {stack.dagster_url}/asset-groups)")
+        print("   niveau: " + ", ".join(f"{k} {v}" for k, v in p["niveaux"].items()) + f"   mean score: {mean}")
+        print("═" * 76)
+        print(f" Dagster UI : {stack.dagster_url}   (asset lineage: {stack.dagster_url}/asset-groups)")
         print(f" API        : {stack.api_url}   OpenAPI: {stack.api_url}/api/openapi.json")
+        fiche = _one_audited_fiche(day)
         if fiche:
-            resp = httpx.post(f"{stack.api_url}/api/audits/run", json={"fiche_id": fiche[0], "audit_config_id": fiche[1]},
-                              timeout=30).json()
-            print(f" Live audit : POST /api/audits/run fiche {fiche[0]} → tracking {resp.get('audit_id')}")
-            print(f"   curl -N {stack.api_url}/api/runs/{resp.get('run_id')}/events")
-        print(f"   curl -s '{stack.api_url}/api/fiches/status/by-date?date={day}' | head -c 600")
+            live = follow_live_audit(stack.api_url, *fiche)
+            print(f" Live audit : POST /api/audits/run (fiche {fiche[0]}) → first step event after "
+                  f"{live.get('first_step', float('nan')):.2f}s, {live.get('outcome')} after {live.get('terminal', float('nan')):.2f}s")
+            print(f"   replay its events:  curl -N {stack.api_url}/api/runs/{live['run_id']}/events")
+        print(f"   day status:         curl -s '{stack.api_url}/api/fiches/status/by-date?date={day}'")
         if args.exit:
             return 0
         print("\nRunning — Ctrl-C stops every process.")

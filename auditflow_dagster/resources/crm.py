@@ -13,12 +13,10 @@ path — never full URLs, query strings, bodies or the bearer token.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import random
 import re
-import time
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from typing import Any, Awaitable, Callable
 from urllib.parse import urlsplit, urlunsplit
 
@@ -26,6 +24,7 @@ import httpx
 from dagster import ConfigurableResource
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from auditflow_dagster.resources.http_errors import parse_retry_after, transport_code  # noqa: F401
 from auditflow_dagster.resources.secrets import resolve_secret, secret_field_value
 
 logger = logging.getLogger(__name__)
@@ -151,52 +150,6 @@ def _upstream_code(response: httpx.Response) -> str | None:
             if isinstance(v, str) and _SAFE_CODE.match(v):
                 return v
     return None
-
-
-def _transport_code(exc: BaseException) -> str:
-    """A stable, URL-free code for a transport failure (``ETIMEDOUT``, ``ECONNREFUSED`` …)."""
-    import errno as _errno
-
-    if isinstance(exc, httpx.TimeoutException):
-        return "ETIMEDOUT"
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        if isinstance(cur, OSError) and cur.errno in _errno.errorcode:
-            return _errno.errorcode[cur.errno]
-        if isinstance(cur, TimeoutError):
-            return "ETIMEDOUT"
-        cur = cur.__cause__ or cur.__context__
-    if isinstance(exc, httpx.RemoteProtocolError):
-        return "ECONNRESET"
-    if isinstance(exc, httpx.ConnectError):
-        return "ECONNREFUSED"
-    return type(exc).__name__
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """``Retry-After`` as seconds (delta-seconds or HTTP-date); ``None`` if absent/invalid/≤0."""
-    if value is None:
-        return None
-    v = value.strip()
-    if not v:
-        return None
-    try:
-        seconds = float(v)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(v)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when is None:
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if seconds != seconds or seconds <= 0:  # NaN or non-positive
-        return None
-    return seconds
 
 
 # ---------------------------------------------------------------------------------------------
@@ -517,7 +470,7 @@ class CrmClient:
             except httpx.TransportError as exc:
                 retryable = not isinstance(exc, (httpx.UnsupportedProtocol, httpx.InvalidURL))
                 last = CrmError(
-                    f"CRM gateway GET {rpath} failed: network error code={_transport_code(exc)}",
+                    f"CRM gateway GET {rpath} failed: network error code={transport_code(exc)}",
                     path=rpath,
                     retryable=retryable,
                 )
@@ -620,7 +573,7 @@ class CrmClient:
         try:
             response = await self._http().get(self.root_url + "/health", timeout=HEALTH_TIMEOUT_SECONDS)
         except Exception as exc:  # noqa: BLE001 - health is a boolean probe
-            logger.info("CRM health probe failed: %s", _transport_code(exc))
+            logger.info("CRM health probe failed: %s", transport_code(exc))
             return False
         return response.status_code == 200
 

@@ -12,7 +12,6 @@ Security: raw HTTP-client exceptions are never propagated or logged — they can
 from __future__ import annotations
 
 import asyncio
-import errno as _errno
 import logging
 import math
 import os
@@ -25,9 +24,9 @@ from typing import Any, Awaitable, Callable
 
 import httpx
 from dagster import ConfigurableResource
-
 from pydantic import Field
 
+from auditflow_dagster.resources.http_errors import parse_retry_after, transport_code
 from auditflow_dagster.resources.secrets import resolve_secret, secret_field_value
 from auditflow_dagster.settings import normalize_secret
 
@@ -122,33 +121,6 @@ def _response_body(response: httpx.Response) -> Any:
             return response.text
         except Exception:  # noqa: BLE001
             return None
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds, or an HTTP date converted to seconds from now; only if > 0."""
-    from auditflow_dagster.resources.crm import parse_retry_after as _parse
-
-    return _parse(value, now=now)
-
-
-def transport_code(exc: BaseException) -> str:
-    """A URL-free transport code (``ETIMEDOUT``, ``ECONNREFUSED``, ``ECONNRESET`` …)."""
-    if isinstance(exc, httpx.TimeoutException):
-        return "ETIMEDOUT"
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        if isinstance(cur, OSError) and cur.errno in _errno.errorcode:
-            return _errno.errorcode[cur.errno]
-        if isinstance(cur, TimeoutError):
-            return "ETIMEDOUT"
-        cur = cur.__cause__ or cur.__context__
-    if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)):
-        return "ECONNRESET"
-    if isinstance(exc, httpx.ConnectError):
-        return "ECONNREFUSED"
-    return type(exc).__name__
 
 
 def is_retryable_status(status: int) -> bool:

@@ -398,7 +398,7 @@ def test_ground_truth_locations_are_real():
             used.add(v["recording_index"])
             assert v["call_id"] == recs[v["recording_index"]]["call_id"]
             chunk = chunks[v["recording_index"]][v["chunk_index"]]
-            assert f"speaker_0: " in chunk["full_text"] and v["text"] in chunk["full_text"]
+            assert "speaker_0: " in chunk["full_text"] and v["text"] in chunk["full_text"]
             assert v["speaker"] == "speaker_0"
             assert chunk["start_timestamp"] <= v["start"] <= chunk["end_timestamp"]
         spread += len(used) >= 2
