@@ -1,0 +1,47 @@
+"""The whole code location, snapshotted: an accidental change to the graph shows up here."""
+
+from __future__ import annotations
+
+from dagster import AssetKey
+
+from auditflow_dagster.definitions import defs
+
+
+def test_asset_graph_is_one_lineage():
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert keys == {"sales_list", "fiche_details", "transcripts", "audit_step_results", "audits"}
+    chain = ["sales_list", "fiche_details", "transcripts", "audit_step_results", "audits"]
+    for up, down in zip(chain, chain[1:]):
+        assert AssetKey(up) in graph.get(AssetKey(down)).parent_keys, (up, down)
+    assert graph.get(AssetKey("sales_list")).partitions_def.timezone == "Europe/Paris"
+    for name in chain[1:]:
+        node = graph.get(AssetKey(name))
+        assert node.partitions_def.name == "fiches"
+        assert node.backfill_policy.max_partitions_per_run == 50
+
+
+def test_jobs_schedules_sensors_checks():
+    repo = defs.get_repository_def()
+    assert {j.name for j in repo.get_all_jobs() if not j.name.startswith("__")} == {"audit_fiche", "fetch_fiche", "sales_day"}
+    assert [s.name for s in repo.schedule_defs] == ["sales_day_schedule"]
+    assert repo.schedule_defs[0].cron_schedule == "0 6 * * *"
+    assert [s.name for s in repo.sensor_defs] == ["sales_day_fiches_backfill"]
+    assert {c.name for c in defs.resolve_asset_graph().asset_check_keys} == {"audit_summary_matches_rows"}
+    assert set(repo.get_top_level_resources()) >= {"crm", "stt", "llm", "db"}
+
+
+def test_resource_config_never_holds_a_secret(monkeypatch):
+    """Keys reach resources as EnvVar references: the Dagster UI shows the name, never the value."""
+    from auditflow_dagster.definitions import build_definitions
+    from auditflow_dagster.settings import get_settings
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-should-not-appear-0000000000")
+    monkeypatch.setenv("ELEVENLABS_API_KEY", "xi-should-not-appear-000000")
+    get_settings.cache_clear()
+    try:
+        built = build_definitions()
+        dumped = repr([r.model_dump() if hasattr(r, "model_dump") else r for r in built.resources.values()])
+        assert "should-not-appear" not in dumped
+    finally:
+        get_settings.cache_clear()
