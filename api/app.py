@@ -18,7 +18,12 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.dagster_client import DagsterClient
-from api.errors import ApiError, api_error_handler, http_error_handler, unexpected_error_handler
+from api.errors import (
+    ApiError,
+    api_error_handler,
+    http_error_handler,
+    unexpected_error_handler,
+)
 from api.openapi import DOCUMENT
 from api.routes import audits, fiches, health, runs
 from api.routes.health import INSTANCE

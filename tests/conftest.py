@@ -18,6 +18,11 @@ import pytest
 from auditflow_dagster.db.embedded import create_database_if_missing, database_uri
 from auditflow_dagster.settings import get_settings
 
+#: Real-world legacy configs shipped beside the project (../shared/fixtures), used by path.
+SHARED_FIXTURES = Path(
+    os.environ.get("AUDITFLOW_SHARED_FIXTURES") or Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+)
+
 # Offline twins everywhere unless a test says otherwise.
 os.environ.setdefault("AUDITFLOW_CRM", "sample")
 os.environ.setdefault("AUDITFLOW_STT", "sample")

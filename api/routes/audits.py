@@ -8,7 +8,6 @@ and the Dagster run id (``event_id``, and the key of ``/api/runs/{run_id}/events
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 import time
 from typing import Any
@@ -21,6 +20,7 @@ from api.common import DIGITS, dagster, db_call, json_body, path_int
 from api.dagster_client import DagsterUnavailable
 from api.errors import ApiError, not_found, validation_error
 from auditflow_dagster.db.audits import audit_detail
+from auditflow_dagster.db.clock import iso, now_utc
 from auditflow_dagster.db.models import AuditConfig
 
 MISSING = {
@@ -124,8 +124,7 @@ async def _launch(request: Request, *, alias: bool) -> JSONResponse:
         "audit_id": tracking_id,
         "fiche_id": fiche_id,
         "audit_config_id": config_id,
-        "metadata": {"timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-                     "status": "queued"},
+        "metadata": {"timestamp": iso(now_utc()), "status": "queued"},
     })
 
 

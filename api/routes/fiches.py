@@ -17,6 +17,7 @@ from api.common import DIGITS, YMD, dagster, db_call
 from api.dagster_client import TERMINAL_STATUSES, DagsterUnavailable
 from api.errors import ApiError, not_found, validation_error
 from auditflow_dagster.db import fiches as fiche_db
+from auditflow_dagster.db.clock import now_utc
 
 DETAILS_WAIT_SECONDS = 60.0
 
@@ -41,14 +42,14 @@ def _cached_details(fiche_id: str, include_mail_devis: bool):
         row = fiche_db.get_row(s, fiche_id)
         if row is None:
             return "missing", None
-        if fiche_db.is_not_found_marker(row) and row.expires_at > fiche_db._now():
+        if fiche_db.is_not_found_marker(row) and row.expires_at > now_utc():
             return "not_found", None
         if not fiche_db.details_ready(s, row):
             return "stale", None
         data = fiche_db.read_fiche_details(s, row)
         if not include_mail_devis:
             data.pop("mail_devis", None)
-        return ("fresh" if row.expires_at > fiche_db._now() else "expired"), data
+        return ("fresh" if row.expires_at > now_utc() else "expired"), data
 
     return read
 

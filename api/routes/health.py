@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import socket
 
@@ -12,16 +11,13 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from api.common import dagster, db_call
+from auditflow_dagster.db.clock import iso, now_utc
 
 INSTANCE = f"{socket.gethostname()}-{os.getpid()}"
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 async def health(request: Request) -> JSONResponse:
-    return JSONResponse({"status": "ok", "timestamp": _now(), "service": "ai-audit-system", "version": "2.3.0",
+    return JSONResponse({"status": "ok", "timestamp": iso(now_utc()), "service": "ai-audit-system", "version": "2.3.0",
                          "instance": INSTANCE})
 
 
@@ -34,7 +30,7 @@ async def ready(request: Request) -> JSONResponse:
     dagster_ok = await dagster(request).ping()
     ok = db_ok and dagster_ok
     return JSONResponse(
-        {"status": "ok" if ok else "degraded", "timestamp": _now(), "instance": INSTANCE,
+        {"status": "ok" if ok else "degraded", "timestamp": iso(now_utc()), "instance": INSTANCE,
          "checks": {"database": db_ok, "dagster": dagster_ok}},
         status_code=200 if ok else 503,
     )

@@ -12,7 +12,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from dagster import AssetExecutionContext, BackfillPolicy, Config, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetExecutionContext,
+    BackfillPolicy,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
 from sqlalchemy import func, select
 
 from auditflow_dagster.assets.fiches import _markdown_table
@@ -24,7 +31,12 @@ from auditflow_dagster.core.prompts import build_step_prompt, fallback_step_outp
 from auditflow_dagster.core.timeline import build_timeline, excerpt_text, timeline_text
 from auditflow_dagster.db import audits as audit_db
 from auditflow_dagster.db import fiches as fiche_db
-from auditflow_dagster.db.configs import automatic_config_ids, ensure_bundled_config, load_config
+from auditflow_dagster.db.clock import iso, now_utc
+from auditflow_dagster.db.configs import (
+    automatic_config_ids,
+    ensure_bundled_config,
+    load_config,
+)
 from auditflow_dagster.db.events import emit
 from auditflow_dagster.db.locks import global_slot
 from auditflow_dagster.db.models import Audit, AuditStepResult, Recording
@@ -108,7 +120,7 @@ def audit_step_results(
             row = fiche_db.get_row(s, fiche_id)
             if row is None:
                 emit(s, "audit.failed", {"audit_id": tracking, "fiche_id": fiche_id, "error": f"Fiche {fiche_id} not cached",
-                                         "failed_phase": "fiche_not_found", "failed_at": audit_db.iso(audit_db.now_utc()),
+                                         "failed_phase": "fiche_not_found", "failed_at": iso(now_utc()),
                                          "status": "failed", "event_id": run_id})
                 return "no_fiche", None
             existing = (
@@ -127,7 +139,7 @@ def audit_step_results(
             if not spec.steps:
                 emit(s, "audit.failed", {"audit_id": tracking, "fiche_id": fiche_id, "status": "failed",
                                          "error": "audit config has no steps", "failed_phase": "config",
-                                         "failed_at": audit_db.iso(audit_db.now_utc()), "event_id": run_id})
+                                         "failed_at": iso(now_utc()), "event_id": run_id})
                 return "zero_steps", None
             recs = fiche_db.recordings_of(s, row.id)
             transcribed = sum(1 for r in recs if r.has_transcription)
@@ -146,11 +158,11 @@ def audit_step_results(
             if created:
                 emit(s, "audit.started", {**base, "status": "started", "audit_config_id": str(config_id),
                                           "audit_config_name": spec.name, "total_steps": len(spec.steps),
-                                          "started_at": audit_db.iso(audit.started_at)})
+                                          "started_at": iso(audit.started_at)})
             if not fiche_db.details_ready(s, row):
                 audit_db.fail_audit(s, audit, f"Fiche {fiche_id} details unavailable")
                 emit(s, "audit.failed", {**base, "status": "failed", "error": audit.error_message,
-                                         "failed_phase": "fiche_not_found", "failed_at": audit_db.iso(audit_db.now_utc())})
+                                         "failed_phase": "fiche_not_found", "failed_at": iso(now_utc())})
                 return "failed", audit
             snap = audit_db.get_snapshot(s, audit.id)
             if snap is None:
@@ -161,7 +173,7 @@ def audit_step_results(
                     audit_db.fail_audit(s, audit, f"No usable transcript: {reason}")
                     emit(s, "audit.failed", {**base, "status": "failed", "error": audit.error_message,
                                              "failed_phase": "missing_transcription",
-                                             "failed_at": audit_db.iso(audit_db.now_utc())})
+                                             "failed_at": iso(now_utc())})
                     return "failed", audit
                 excerpts = {
                     str(st.position): excerpt_text(timeline, st, settings.audit_step_timeline_max_chunks)
@@ -313,12 +325,12 @@ def audits(context: AssetExecutionContext, db: DatabaseResource) -> MaterializeR
         if fin.all_failed:
             audit_db.fail_audit(s, audit, "all steps failed")
             emit(s, "audit.failed", {**base, "status": "failed", "error": "all steps failed", "failed_phase": "analysis",
-                                     "failed_at": audit_db.iso(audit_db.now_utc()),
+                                     "failed_at": iso(now_utc()),
                                      "partial_results": {"completed_steps": len(fin.steps), "total_steps": len(fin.steps),
                                                          "failed_steps": len(fin.steps)}})
             return {"fiche_id": fiche_id, "audit_id": audit.id, "status": "failed"}
         c = fin.compliance
-        completed_at = audit_db.now_utc()
+        completed_at = now_utc()
         failed_steps = sum(1 for p in fin.steps.values() if not p.get("traite"))
         audit.overall_score = c.score_percentage
         audit.score_percentage = c.score_percentage
@@ -357,8 +369,8 @@ def audits(context: AssetExecutionContext, db: DatabaseResource) -> MaterializeR
                 "total_tokens": total_tokens,
             },
             "metadata": {
-                "started_at": audit_db.iso(audit.started_at),
-                "completed_at": audit_db.iso(completed_at),
+                "started_at": iso(audit.started_at),
+                "completed_at": iso(completed_at),
                 "duration_ms": audit.duration_ms,
                 "approach": approach,
                 "evidence_gating": fin.gating.as_dict(),
@@ -372,7 +384,7 @@ def audits(context: AssetExecutionContext, db: DatabaseResource) -> MaterializeR
         emit(s, "audit.completed", {**base, "status": "completed", **scores,
                                     "successful_steps": audit.successful_steps, "failed_steps": failed_steps,
                                     "total_tokens": total_tokens, "duration_seconds": round(audit.duration_ms / 1000),
-                                    "completed_at": audit_db.iso(completed_at)})
+                                    "completed_at": iso(completed_at)})
         return {"fiche_id": fiche_id, "audit_id": audit.id, "status": "completed", "score": float(c.score_percentage),
                 "niveau": c.niveau, "critical": f"{c.critical_passed}/{c.critical_total}",
                 "gating_removed": fin.gating.removed_citations,

@@ -4,7 +4,12 @@
 
 from decimal import Decimal
 
-from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, asset_check
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    asset_check,
+)
 from sqlalchemy import select
 
 from auditflow_dagster.assets.audits import audits

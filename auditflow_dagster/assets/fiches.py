@@ -23,10 +23,16 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from auditflow_dagster.assets.runtime import bounded_gather, in_tx, run_async
 from auditflow_dagster.db import fiches as fiche_db
+from auditflow_dagster.db.clock import now_utc
 from auditflow_dagster.db.events import emit
 from auditflow_dagster.db.locks import global_slot
 from auditflow_dagster.db.models import FicheSalesDay
-from auditflow_dagster.partitions import FICHES_PARTITIONS_NAME, MAX_KEYS_PER_ADD, fiches_partitions, sales_days
+from auditflow_dagster.partitions import (
+    FICHES_PARTITIONS_NAME,
+    MAX_KEYS_PER_ADD,
+    fiches_partitions,
+    sales_days,
+)
 from auditflow_dagster.resources.crm import CrmNotFound, CrmResource
 from auditflow_dagster.resources.database import DatabaseResource
 from auditflow_dagster.settings import get_settings
@@ -60,7 +66,7 @@ def sales_list(context: AssetExecutionContext, crm: CrmResource, db: DatabaseRes
     with db.session() as s:
         fiche_ids = fiche_db.upsert_sales_list(s, items, sales_date=day.isoformat(), ttl_hours=settings.cache_expiration_hours)
         stmt = pg_insert(FicheSalesDay).values(
-            sales_date=day.isoformat(), crm_count=len(items), cached_count=len(fiche_ids), fetched_at=fiche_db._now()
+            sales_date=day.isoformat(), crm_count=len(items), cached_count=len(fiche_ids), fetched_at=now_utc()
         )
         s.execute(
             stmt.on_conflict_do_update(
@@ -106,7 +112,7 @@ def fiche_details(
     settings = get_settings()
     keys = list(context.partition_keys)
 
-    async def one(fiche_id: str) -> tuple[str, str]:
+    async def one(client: Any, fiche_id: str) -> tuple[str, str]:
         tracking = config.audit_tracking_ids.get(fiche_id)
 
         def fresh_enough(s) -> bool:
@@ -116,7 +122,7 @@ def fiche_details(
                 and not config.force_refresh
                 and not tracking
                 and fiche_db.details_ready(s, row)
-                and row.expires_at > fiche_db._now()
+                and row.expires_at > now_utc()
             )
 
         if await in_tx(fresh_enough):
@@ -127,8 +133,7 @@ def fiche_details(
                 "event_id": context.run_id}))
         try:
             async with global_slot("crm_fiche_fetch", settings.fiche_fetch_concurrency):
-                async with crm.client() as client:
-                    payload = await client.fiche_details(fiche_id)
+                payload = await client.fiche_details(fiche_id)
         except CrmNotFound:
             context.log.warning("fiche %s: not found in the CRM", fiche_id)
             return fiche_id, "not_found"
@@ -153,7 +158,11 @@ def fiche_details(
             return fiche_id, "failed"
         return fiche_id, "fetched"
 
-    results = run_async(lambda: bounded_gather(settings.fiche_concurrency, keys, one))
+    async def main() -> list[tuple[str, str]]:
+        async with crm.client() as client:  # one connection pool for the whole run
+            return await bounded_gather(settings.fiche_concurrency, keys, lambda f: one(client, f))
+
+    results = run_async(main)
     counts: dict[str, int] = {}
     for _, outcome in results:
         counts[outcome] = counts.get(outcome, 0) + 1

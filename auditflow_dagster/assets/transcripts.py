@@ -9,13 +9,19 @@ client owns the only retry loop — and one transaction storing the chunks.
 import time
 from typing import Any
 
-from dagster import AssetExecutionContext, BackfillPolicy, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetExecutionContext,
+    BackfillPolicy,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
 from sqlalchemy import select
 
 from auditflow_dagster.assets.fiches import _markdown_table, fiche_details
 from auditflow_dagster.assets.runtime import bounded_gather, in_tx, run_async
 from auditflow_dagster.db import fiches as fiche_db
-from auditflow_dagster.db.audits import iso, now_utc
+from auditflow_dagster.db.clock import iso, now_utc
 from auditflow_dagster.db.events import emit
 from auditflow_dagster.db.locks import advisory_lock, global_slot
 from auditflow_dagster.db.models import Recording
@@ -109,7 +115,7 @@ def transcripts(context: AssetExecutionContext, stt: SttResource, db: DatabaseRe
         items = [(i, rid, cid, url) for i, (rid, cid, url) in enumerate(todo, start=1)]
         outcomes = await bounded_gather(settings.transcription_per_fiche_concurrency, items, recording)
         failed = outcomes.count("failed")
-        transcribed = min(total, total - len(todo) + len(todo) - failed)
+        transcribed = total - failed  # already done + newly done (spec 02 §5.4, failures excluded)
 
         def finish(s) -> None:
             emit(s, "transcription.progress", {

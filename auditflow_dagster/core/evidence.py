@@ -19,7 +19,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from auditflow_dagster.core.audit_output import CONFORME_ORDER
-from auditflow_dagster.core.scoring import derived_step_score, niveau_for, step_ratio, verdict_for_ratio
+from auditflow_dagster.core.scoring import (
+    derived_step_score,
+    niveau_for,
+    step_ratio,
+    verdict_for_ratio,
+)
 
 __all__ = ["GatingStats", "enrich_citations", "gate_step", "norm", "DEFAULT_MIN_QUOTE_CHARS"]
 

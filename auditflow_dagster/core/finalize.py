@@ -14,7 +14,11 @@ from typing import Any
 from auditflow_dagster.core.audit_config import AuditConfigSpec
 from auditflow_dagster.core.evidence import GatingStats, enrich_citations, gate_step
 from auditflow_dagster.core.prompts import fallback_step_output
-from auditflow_dagster.core.scoring import Compliance, StepScoreInput, compute_compliance
+from auditflow_dagster.core.scoring import (
+    Compliance,
+    StepScoreInput,
+    compute_compliance,
+)
 
 
 @dataclass

@@ -7,7 +7,6 @@ calls the LLM for it again (never bill twice) unless a rerun asks.
 
 from __future__ import annotations
 
-import datetime as dt
 from decimal import Decimal
 from typing import Any
 
@@ -16,6 +15,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from auditflow_dagster.core.audit_config import AuditStepSpec
+from auditflow_dagster.db.clock import iso, now_utc
 from auditflow_dagster.db.models import (
     Audit,
     AuditSnapshot,
@@ -23,14 +23,6 @@ from auditflow_dagster.db.models import (
     AuditStepResultCitation,
     AuditStepResultControlPoint,
 )
-
-
-def now_utc() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
-
-
-def iso(ts: dt.datetime | None) -> str | None:
-    return ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z" if ts else None
 
 
 def _clean(v: Any) -> Any:
@@ -408,7 +400,11 @@ def audit_object(a: Audit) -> dict[str, Any]:
 
 def audit_detail(session: Session, audit_id: int) -> dict[str, Any] | None:
     """``GET /api/audits/{id}`` (spec 04 §4.2): object + fiche + step results + latest view."""
-    from auditflow_dagster.db.models import AuditConfig, FicheCache, FicheCacheInformation
+    from auditflow_dagster.db.models import (
+        AuditConfig,
+        FicheCache,
+        FicheCacheInformation,
+    )
 
     a = session.get(Audit, audit_id)
     if a is None:

@@ -10,7 +10,11 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from auditflow_dagster.core.audit_config import AuditConfigSpec, AuditStepSpec, config_from_legacy_json
+from auditflow_dagster.core.audit_config import (
+    AuditConfigSpec,
+    AuditStepSpec,
+    config_from_legacy_json,
+)
 from auditflow_dagster.db.models import AuditConfig, AuditStep
 
 BUNDLED_CHECKLIST = Path(__file__).resolve().parents[1] / "sample" / "checklist.json"

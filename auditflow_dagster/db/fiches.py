@@ -17,6 +17,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from auditflow_dagster.core.recordings import enrich_recording
+from auditflow_dagster.db.clock import iso, now_utc
 from auditflow_dagster.db.models import (
     Audit,
     FicheCache,
@@ -36,10 +37,6 @@ _PROSPECT_COLUMNS = {c.name for c in FicheCacheProspect.__table__.columns} - {
 }
 _INT_INFO = {"nombre_acces", "niveau_interet", "nombre_ouverture_mails", "nombre_visualisation_pages"}
 _INT_PROSPECT = {"civilite", "situation_familiale", "csp"}
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 def sales_date_from_french(value: str | None) -> str | None:
@@ -121,7 +118,7 @@ def upsert_recordings(session: Session, fiche_cache_id: int, raw_recordings: lis
             "start_time": rec.get("start_time"),
             "duration_seconds": rec.get("duration_seconds"),
             "has_transcription": False,
-            "updated_at": _now(),
+            "updated_at": now_utc(),
         }
         stmt = pg_insert(Recording).values(**values)
         ex = stmt.excluded
@@ -151,7 +148,7 @@ def upsert_sales_list(
     session: Session, items: list[dict[str, Any]], *, sales_date: str | None, ttl_hours: int
 ) -> list[str]:
     """Apply a sales-list answer (spec 01 §2.4). Returns the fiche ids written, in CRM order."""
-    now = _now()
+    now = now_utc()
     written: list[str] = []
     for item in items:
         fiche_id = str(item.get("id") or "").strip()
@@ -218,7 +215,7 @@ def write_full_details(
     information = payload.get("information")
     if not isinstance(information, dict):
         raise ValueError(f"fiche {fiche_id}: details without information section")
-    now = _now()
+    now = now_utc()
     prospect = payload.get("prospect") if isinstance(payload.get("prospect"), dict) else None
     recordings = payload.get("recordings") or []
     remainder = {k: v for k, v in payload.items() if k not in _ENVELOPE_KEYS | _NORMALIZED_SECTIONS}
@@ -281,10 +278,6 @@ def recordings_of(session: Session, fiche_cache_id: int) -> list[Recording]:
     )
 
 
-def _iso(ts: dt.datetime | None) -> str | None:
-    return ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z" if ts else None
-
-
 def _section_dict(obj: Any, extra_attr: str = "extra") -> dict[str, Any]:
     skip = {"id", "fiche_cache_id", "created_at", "updated_at", extra_attr}
     out = {c.name: getattr(obj, c.name) for c in obj.__table__.columns if c.name not in skip}
@@ -328,7 +321,7 @@ def read_fiche_details(session: Session, row: FicheCache) -> dict[str, Any]:
             "recording_url": r.recording_url,
             "direction": r.direction,
             "answered": r.answered,
-            "start_time": _iso(r.start_time),
+            "start_time": iso(r.start_time),
             "duration_seconds": r.duration_seconds,
             "from_number": r.from_number,
             "to_number": r.to_number,
@@ -383,15 +376,15 @@ def status_by_date(session: Session, day: str) -> list[dict[str, Any]]:
                 "prospectPrenom": r.prospect_prenom,
                 "prospectEmail": r.prospect_email,
                 "prospectTel": r.prospect_tel,
-                "fetchedAt": _iso(r.fetched_at),
-                "createdAt": _iso(r.created_at),
+                "fetchedAt": iso(r.fetched_at),
+                "createdAt": iso(r.created_at),
                 "transcription": {
                     "total": total,
                     "transcribed": done,
                     "pending": total - done,
                     "percentage": (100.0 * done / total) if total else 0,
                     "isComplete": total > 0 and done == total,
-                    "lastTranscribedAt": _iso(last_t),
+                    "lastTranscribedAt": iso(last_t),
                 },
                 "audit": {
                     "total": len(al),
@@ -411,8 +404,8 @@ def status_by_date(session: Session, day: str) -> list[dict[str, Any]]:
                         "id": str(x.id),
                         "callId": x.call_id,
                         "hasTranscription": x.has_transcription,
-                        "transcribedAt": _iso(x.transcribed_at),
-                        "startTime": _iso(x.start_time),
+                        "transcribedAt": iso(x.transcribed_at),
+                        "startTime": iso(x.start_time),
                         "durationSeconds": x.duration_seconds,
                     }
                     for x in rr
@@ -431,6 +424,6 @@ def audit_summary(a: Audit) -> dict[str, Any]:
         "niveau": a.niveau,
         "isCompliant": a.is_compliant,
         "status": a.status,
-        "createdAt": _iso(a.created_at),
-        "completedAt": _iso(a.completed_at),
+        "createdAt": iso(a.created_at),
+        "completedAt": iso(a.completed_at),
     }

@@ -30,11 +30,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from auditflow_dagster.db.clock import now_utc
+
 TS = DateTime(timezone=False)
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 class Base(DeclarativeBase):
@@ -46,11 +44,11 @@ def _pk() -> Mapped[int]:
 
 
 def _created() -> Mapped[dt.datetime]:
-    return mapped_column(TS, nullable=False, server_default=func.now(), default=_now)
+    return mapped_column(TS, nullable=False, server_default=func.now(), default=now_utc)
 
 
 def _updated() -> Mapped[dt.datetime]:
-    return mapped_column(TS, nullable=False, server_default=func.now(), default=_now, onupdate=_now)
+    return mapped_column(TS, nullable=False, server_default=func.now(), default=now_utc, onupdate=now_utc)
 
 
 # --------------------------------------------------------------------------------------------
@@ -75,7 +73,7 @@ class FicheCache(Base):
     raw_data: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
     has_recordings: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"), default=False)
     recordings_count: Mapped[int | None] = mapped_column(Integer)
-    fetched_at: Mapped[dt.datetime] = mapped_column(TS, nullable=False, server_default=func.now(), default=_now)
+    fetched_at: Mapped[dt.datetime] = mapped_column(TS, nullable=False, server_default=func.now(), default=now_utc)
     expires_at: Mapped[dt.datetime] = mapped_column(TS, nullable=False, index=True)
     last_revalidated_at: Mapped[dt.datetime | None] = mapped_column(TS, index=True)
     created_at: Mapped[dt.datetime] = _created()
@@ -188,7 +186,7 @@ class FicheSalesDay(Base):
 
     __tablename__ = "fiche_sales_days"
     sales_date: Mapped[str] = mapped_column(Text, primary_key=True)
-    fetched_at: Mapped[dt.datetime] = mapped_column(TS, nullable=False, default=_now)
+    fetched_at: Mapped[dt.datetime] = mapped_column(TS, nullable=False, default=now_utc)
     crm_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     cached_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
@@ -225,7 +223,7 @@ class Recording(Base):
     has_transcription: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"), default=False)
     transcribed_at: Mapped[dt.datetime | None] = mapped_column(TS)
     created_at: Mapped[dt.datetime] = _created()
-    updated_at: Mapped[dt.datetime] = mapped_column(TS, nullable=False, default=_now, onupdate=_now)
+    updated_at: Mapped[dt.datetime] = mapped_column(TS, nullable=False, default=now_utc, onupdate=now_utc)
 
 
 class RecordingTranscriptionChunk(Base):

@@ -6,7 +6,6 @@ transcript is either fully stored or not at all, and a retry finds ``has_transcr
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -14,12 +13,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from auditflow_dagster.core.timeline import chunk_words, synthetic_words
+from auditflow_dagster.db.clock import now_utc
 from auditflow_dagster.db.fiches import recordings_of
 from auditflow_dagster.db.models import Recording, RecordingTranscriptionChunk
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 def _strip_nul(s: str | None) -> str | None:
@@ -70,8 +66,8 @@ def store_transcription(
     rec.transcription_language_code = language_code
     rec.transcription_language_probability = language_probability
     rec.has_transcription = True
-    rec.transcribed_at = _now()
-    rec.updated_at = _now()
+    rec.transcribed_at = now_utc()
+    rec.updated_at = now_utc()
     return len(chunks)
 
 

@@ -34,7 +34,12 @@ from typing import Any, Iterable
 
 from auditflow_dagster.core.audit_config import AuditConfigSpec, AuditStepSpec
 from auditflow_dagster.core.evidence import norm as _evidence_norm
-from auditflow_dagster.core.scoring import derived_step_score, niveau_for, step_ratio, verdict_for_ratio
+from auditflow_dagster.core.scoring import (
+    derived_step_score,
+    niveau_for,
+    step_ratio,
+    verdict_for_ratio,
+)
 
 OFFLINE_MODEL = "offline-keyword"
 

@@ -18,7 +18,13 @@ from auditflow_dagster.assets.checks import audit_summary_matches_rows
 from auditflow_dagster.assets.fiches import fiche_details, sales_list
 from auditflow_dagster.assets.transcripts import transcripts
 from auditflow_dagster.db.configs import ensure_bundled_config
-from auditflow_dagster.db.models import Audit, AuditStepResult, Event, FicheCache, Recording
+from auditflow_dagster.db.models import (
+    Audit,
+    AuditStepResult,
+    Event,
+    FicheCache,
+    Recording,
+)
 from auditflow_dagster.db.session import session_scope
 from auditflow_dagster.resources.crm import CrmResource
 from auditflow_dagster.resources.database import DatabaseResource

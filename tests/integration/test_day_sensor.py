@@ -11,7 +11,10 @@ from auditflow_dagster.definitions import defs
 from auditflow_dagster.resources.crm import CrmResource
 from auditflow_dagster.resources.database import DatabaseResource
 from auditflow_dagster.sample import generator
-from auditflow_dagster.sensors.day_pipeline import FICHE_CHAIN, sales_day_fiches_backfill
+from auditflow_dagster.sensors.day_pipeline import (
+    FICHE_CHAIN,
+    sales_day_fiches_backfill,
+)
 
 DAY = "2026-03-12"
 

@@ -6,18 +6,22 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from pathlib import Path
 
 import psycopg
+import pytest
 from sqlalchemy import text
 
 from auditflow_dagster.core.audit_config import config_to_legacy_json
 from auditflow_dagster.db.configs import import_legacy_json, load_config
 from auditflow_dagster.db.embedded import create_database_if_missing, database_uri
 from auditflow_dagster.db.migrate import upgrade
-from auditflow_dagster.db.session import dispose_engines, get_engine, session_scope, with_driver
-
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
+from auditflow_dagster.db.session import (
+    dispose_engines,
+    get_engine,
+    session_scope,
+    with_driver,
+)
+from tests.conftest import SHARED_FIXTURES as FIXTURES
 
 
 def test_concurrent_upgrades_on_a_fresh_database(pg_server):
@@ -49,6 +53,7 @@ def test_concurrent_upgrades_on_a_fresh_database(pg_server):
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.mark.skipif(not FIXTURES.is_dir(), reason="../shared/fixtures not beside the checkout")
 def test_fixture_configs_import_unchanged(db):
     for fname, n_steps in (("audit_config_18_points.json", 18), ("audit_config_with_verification_example.json", 4)):
         data = json.loads((FIXTURES / fname).read_text(encoding="utf-8"))

@@ -23,7 +23,12 @@ from auditflow_dagster.resources.crm import (
     normalize_base_url,
     parse_retry_after,
 )
-from tests.fakes.crm import FakeCrmGateway, sample_details, sample_recording, sample_sales_fiche
+from tests.fakes.crm import (
+    FakeCrmGateway,
+    sample_details,
+    sample_recording,
+    sample_sales_fiche,
+)
 from tests.fakes.server import Reply, free_port_refusing, serve_app
 
 TOKEN = "crm-secret-token-4242"

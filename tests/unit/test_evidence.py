@@ -10,7 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from auditflow_dagster.core.audit_output import CONFORME_ORDER, StepAnalysis
-from auditflow_dagster.core.evidence import GatingStats, enrich_citations, gate_step, norm
+from auditflow_dagster.core.evidence import (
+    GatingStats,
+    enrich_citations,
+    gate_step,
+    norm,
+)
 
 CHUNK2 = "speaker_1: Je vous informe que l'appel est enregistré, d'accord ?"
 

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import json
 from datetime import date
-from pathlib import Path
 
 import pytest
 
 from auditflow_dagster.core.audit_config import config_from_legacy_json
 from auditflow_dagster.core.audit_output import StepAnalysis
 from auditflow_dagster.core.evidence import gate_step, norm
-from auditflow_dagster.core.scoring import derived_step_score, niveau_for, step_ratio, verdict_for_ratio
+from auditflow_dagster.core.scoring import (
+    derived_step_score,
+    niveau_for,
+    step_ratio,
+    verdict_for_ratio,
+)
 from auditflow_dagster.core.timeline import build_timeline, chunk_words
 from auditflow_dagster.sample import generator as g
 from auditflow_dagster.sample import offline_auditor as oa
+from tests.conftest import SHARED_FIXTURES as FIXTURES  # noqa: E402
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
 DAYS = [date(2025, 4, 7), date(2025, 6, 14), date(2025, 11, 30)]
 
 

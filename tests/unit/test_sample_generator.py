@@ -17,7 +17,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from auditflow_dagster.core.audit_config import config_from_legacy_json
-from auditflow_dagster.core.scoring import StepScoreInput, compute_compliance, derived_step_score, step_ratio, verdict_for_ratio
+from auditflow_dagster.core.scoring import (
+    StepScoreInput,
+    compute_compliance,
+    derived_step_score,
+    step_ratio,
+    verdict_for_ratio,
+)
 from auditflow_dagster.core.timeline import chunk_words
 from auditflow_dagster.sample import generator as g
 
