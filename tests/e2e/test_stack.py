@@ -117,3 +117,19 @@ def test_unknown_run_is_404_and_ready(stack):
     assert r.status_code == 404 and r.json()["code"] == "NOT_FOUND"
     ready = httpx.get(f"{stack.api_url}/health/ready", timeout=30).json()
     assert ready["checks"] == {"database": True, "dagster": True}
+
+
+def test_fiche_read_fills_the_cache_through_dagster(stack):
+    """An uncached fiche is fetched by a `fetch_fiche` run (the API never calls the CRM itself)."""
+    fiche_id = generator.fiches_for_day(DAY)[5]["id"]
+    r = httpx.get(f"{stack.api_url}/api/fiches/{fiche_id}", timeout=90)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    expected = generator.fiche_details_payload(fiche_id)
+    assert body["information"]["fiche_id"] == fiche_id
+    assert body["prospect"]["nom"] == expected["prospect"]["nom"]
+    assert "mail_devis" not in body
+    unknown = generator.fiche_id_for(DAY, 399)  # beyond the CRM's 40 fiches of the day → upstream 404
+    r = httpx.get(f"{stack.api_url}/api/fiches/{unknown}", timeout=90)
+    assert r.status_code == 404 and r.json()["success"] is False
+    assert httpx.get(f"{stack.api_url}/api/fiches/12ab", timeout=30).status_code == 404
