@@ -122,6 +122,61 @@ class Settings(BaseSettings):
         default=None, validation_alias=_env("AUDITFLOW_DEFAULT_AUDIT_CONFIG")
     )
 
+    # --- fiche cache lifecycle (spec 01 §2.7, DESIGN §3.11) ------------------------------------
+    fiche_force_refresh_cooldown_ms: int = Field(
+        default=1_800_000, validation_alias=_env("FICHE_FORCE_REFRESH_COOLDOWN_MS")
+    )
+    fiche_not_found_ttl_ms: int = Field(default=300_000, validation_alias=_env("FICHE_NOT_FOUND_TTL_MS"))
+    fiche_partition_retention_days: int = Field(
+        default=60, validation_alias=_env("AUDITFLOW_FICHE_PARTITION_RETENTION_DAYS")
+    )
+    run_retention_days: int = Field(default=30, validation_alias=_env("AUDITFLOW_RUN_RETENTION_DAYS"))
+
+    # --- progressive date-range fetch and webhooks (spec 01 §4, §5; spec 06 §3) ---------------
+    progressive_fetch_max_range_days: int = Field(
+        default=93, validation_alias=_env("PROGRESSIVE_FETCH_MAX_RANGE_DAYS")
+    )
+    progressive_fetch_dedup_window_ms: int = Field(
+        default=300_000, validation_alias=_env("PROGRESSIVE_FETCH_DEDUP_WINDOW_MS")
+    )
+    progressive_fetch_webhook_frequency: int = Field(
+        default=5, validation_alias=_env("PROGRESSIVE_FETCH_WEBHOOK_FREQUENCY")
+    )
+    api_base_url: str = Field(default="http://localhost:3002", validation_alias=_env("API_BASE_URL"))
+    webhook_allowed_origins: str = Field(default="", validation_alias=_env("WEBHOOK_ALLOWED_ORIGINS"))
+    webhook_max_attempts: int = Field(default=3, validation_alias=_env("WEBHOOK_MAX_ATTEMPTS"))
+    webhook_timeout_ms: int = Field(default=10_000, validation_alias=_env("WEBHOOK_TIMEOUT_MS"))
+    #: Key that encrypts stored webhook secrets (Fernet, urlsafe base64 of 32 bytes). Unset in
+    #: development: a key is generated once under $AUDITFLOW_HOME.
+    secret_key: SecretStr = Field(default=SecretStr(""), validation_alias=_env("AUDITFLOW_SECRET_KEY"))
+
+    @field_validator("fiche_force_refresh_cooldown_ms", mode="before")
+    @classmethod
+    def _cooldown(cls, v: object) -> object:
+        # spec 01 §2.7: 0 disables, negative → 0, junk → default
+        try:
+            return max(0, int(str(v).strip()))
+        except (TypeError, ValueError):
+            return 1_800_000
+
+    @field_validator("fiche_not_found_ttl_ms")
+    @classmethod
+    def _nf_floor(cls, v: int) -> int:
+        return max(60_000, v)
+
+    @field_validator("progressive_fetch_webhook_frequency")
+    @classmethod
+    def _freq_floor(cls, v: int) -> int:
+        return max(1, v)
+
+    @property
+    def allowed_webhook_origins(self) -> list[str]:
+        return [o.strip() for o in self.webhook_allowed_origins.split(",") if o.strip()]
+
+    @property
+    def is_production(self) -> bool:
+        return self.app_env.strip().lower() == "production"
+
     # --- realtime / API ----------------------------------------------------------------------
     event_max_payload_bytes: int = Field(default=9000, validation_alias=_env("PUSHER_MAX_PAYLOAD_BYTES"))
     api_max_body_bytes: int = Field(default=1_048_576, validation_alias=_env("AUDITFLOW_API_MAX_BODY_BYTES"))

@@ -13,7 +13,6 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
-    Column,
     DateTime,
     Float,
     ForeignKey,
@@ -459,5 +458,100 @@ class Event(Base):
     created_at: Mapped[dt.datetime] = _created()
 
 
+
+
+
+
+# --------------------------------------------------------------------------------------------
+# Progressive date-range fetch jobs and outgoing webhooks (spec 01 §4.3, §4.7; spec 06 §3.1)
+# --------------------------------------------------------------------------------------------
+
+
+class ProgressiveFetchJob(Base):
+    __tablename__ = "progressive_fetch_jobs"
+    __table_args__ = (
+        Index("ix_pfj_status", "status"),
+        Index("ix_pfj_range", "start_date", "end_date"),
+        Index("ix_pfj_created_at", "created_at"),
+        Index("ix_pfj_completed_at", "completed_at"),
+    )
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    start_date: Mapped[str] = mapped_column(Text, nullable=False)
+    end_date: Mapped[str] = mapped_column(Text, nullable=False)
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("'pending'"))
+    progress: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    total_days: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    completed_days: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    total_fiches: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    dates_already_fetched: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False, server_default=text("'{}'"))
+    dates_remaining: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False, server_default=text("'{}'"))
+    dates_failed: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False, server_default=text("'{}'"))
+    webhook_url: Mapped[str | None] = mapped_column(Text)
+    # rewrite: the webhook secret is stored encrypted (never in clear, never returned)
+    webhook_secret_encrypted: Mapped[str | None] = mapped_column(Text)
+    webhook_events: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False, server_default=text("'{}'"))
+    last_webhook_sent_at: Mapped[dt.datetime | None] = mapped_column(TS)
+    webhook_attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    webhook_last_error: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    last_dispatched_at: Mapped[dt.datetime | None] = mapped_column(TS)  # rewrite: stale-dispatch relaunch
+    dagster_run_id: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = _created()
+    updated_at: Mapped[dt.datetime] = _updated()
+    completed_at: Mapped[dt.datetime | None] = mapped_column(TS)
+
+
+class WebhookDelivery(Base):
+    """One outgoing webhook, its payload kept as columns and rebuilt for each attempt."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index("ix_wd_job_id", "job_id"),
+        Index("ix_wd_status_next", "status", "next_retry_at"),
+        Index("ix_wd_event", "event"),
+        Index("ix_wd_created_at", "created_at"),
+    )
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("progressive_fetch_jobs.id", ondelete="CASCADE"))
+    source: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("'progressive_fetch'"))
+    event: Mapped[str] = mapped_column(Text, nullable=False)
+    url: Mapped[str] = mapped_column(Text, nullable=False)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
+    payload_timestamp: Mapped[str | None] = mapped_column(Text)
+    payload_status: Mapped[str | None] = mapped_column(Text)
+    payload_progress: Mapped[int | None] = mapped_column(Integer)
+    payload_completed_days: Mapped[int | None] = mapped_column(Integer)
+    payload_total_days: Mapped[int | None] = mapped_column(Integer)
+    payload_total_fiches: Mapped[int | None] = mapped_column(Integer)
+    payload_current_fiches_count: Mapped[int | None] = mapped_column(Integer)
+    payload_latest_date: Mapped[str | None] = mapped_column(Text)
+    payload_error: Mapped[str | None] = mapped_column(Text)
+    payload_data_url: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("'pending'"))
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    response_body: Mapped[str | None] = mapped_column(Text)
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("1"))
+    max_attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("3"))
+    next_retry_at: Mapped[dt.datetime | None] = mapped_column(TS)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(TS)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = _created()
+    updated_at: Mapped[dt.datetime] = _updated()
+
+
+class WebhookDeliveryPartialFiche(Base):
+    __tablename__ = "webhook_delivery_partial_fiches"
+    __table_args__ = (UniqueConstraint("delivery_id", "row_index"),)
+    id: Mapped[int] = _pk()
+    delivery_id: Mapped[str] = mapped_column(
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    row_index: Mapped[int] = mapped_column(Integer, nullable=False)
+    fiche_id: Mapped[str] = mapped_column(Text, nullable=False)
+    groupe: Mapped[str | None] = mapped_column(Text)
+    prospect_nom: Mapped[str | None] = mapped_column(Text)
+    prospect_prenom: Mapped[str | None] = mapped_column(Text)
+    recordings_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    fiche_created_at: Mapped[str | None] = mapped_column(Text)
+
 metadata = Base.metadata
-_ = Column  # re-exported for migrations that need plain columns

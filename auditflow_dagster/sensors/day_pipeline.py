@@ -8,9 +8,8 @@ partitions with a multi-run policy — a handful of runs, not one per fiche).
 
 from dagster import (
     AssetKey,
-    DagsterEventType,
+    AssetRecordsFilter,
     DefaultSensorStatus,
-    EventRecordsFilter,
     RunRequest,
     SensorEvaluationContext,
     SensorResult,
@@ -44,15 +43,9 @@ def sales_day_fiches_backfill(context: SensorEvaluationContext) -> SensorResult 
 
     ensure_database_env()
     after = int(context.cursor) if context.cursor else None
-    records = context.instance.get_event_records(
-        EventRecordsFilter(
-            event_type=DagsterEventType.ASSET_MATERIALIZATION,
-            asset_key=AssetKey("sales_list"),
-            after_cursor=after,
-        ),
-        ascending=True,
-        limit=20,
-    )
+    records = context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey("sales_list"), after_storage_id=after), limit=20, ascending=True
+    ).records
     if not records:
         return SkipReason("no new sales day materialized")
     known = set(context.instance.get_dynamic_partitions("fiches"))
