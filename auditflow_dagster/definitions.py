@@ -18,7 +18,8 @@ from dagster import (
 
 from auditflow_dagster.assets.audits import audit_step_results, audits
 from auditflow_dagster.assets.checks import audit_summary_matches_rows
-from auditflow_dagster.assets.fiches import fiche_details, sales_list
+from auditflow_dagster.assets.fiches import fiche_details
+from auditflow_dagster.assets.sales import sales_list
 from auditflow_dagster.assets.transcripts import transcripts
 from auditflow_dagster.partitions import fiches_partitions, sales_days
 from auditflow_dagster.resources.crm import CrmResource

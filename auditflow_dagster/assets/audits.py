@@ -22,8 +22,12 @@ from dagster import (
 )
 from sqlalchemy import func, select
 
-from auditflow_dagster.assets.fiches import _markdown_table
-from auditflow_dagster.assets.runtime import bounded_gather, in_tx, run_async
+from auditflow_dagster.assets.runtime import (
+    bounded_gather,
+    in_tx,
+    markdown_table,
+    run_async,
+)
 from auditflow_dagster.assets.transcripts import transcripts
 from auditflow_dagster.core.audit_config import AuditConfigSpec, AuditStepSpec
 from auditflow_dagster.core.finalize import finalize_audit
@@ -401,7 +405,7 @@ def audits(context: AssetExecutionContext, db: DatabaseResource) -> MaterializeR
         "audits_failed": sum(1 for r in results if r["status"] == "failed"),
         "niveau_counts": MetadataValue.json(niveaux),
         "mean_score": round(sum(r["score"] for r in done) / len(done), 2) if done else 0.0,
-        "audits": MetadataValue.md(_markdown_table(
+        "audits": MetadataValue.md(markdown_table(
             ["fiche", "audit", "score %", "niveau", "critical", "citations removed"],
             [[r["fiche_id"], r["audit_id"], r["score"], r["niveau"], r["critical"], r["gating_removed"]] for r in done[:200]],
         ) if done else "no audit finalized in this run"),
@@ -409,6 +413,6 @@ def audits(context: AssetExecutionContext, db: DatabaseResource) -> MaterializeR
     if len(done) == 1:
         metadata["score"] = done[0]["score"]
         metadata["niveau"] = done[0]["niveau"]
-        metadata["steps"] = MetadataValue.md(_markdown_table(
+        metadata["steps"] = MetadataValue.md(markdown_table(
             ["#", "step", "score", "max", "verdict"], [list(t) for t in done[0]["steps"]]))
     return MaterializeResult(metadata=metadata)

@@ -51,3 +51,10 @@ async def bounded_gather(limit: int, items: list[Any], fn: Callable[[Any], Await
             return await fn(item)
 
     return await asyncio.gather(*(_one(i) for i in items))
+
+
+def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
+    """A markdown table for materialization metadata (the Dagster UI renders it)."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)

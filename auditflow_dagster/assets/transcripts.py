@@ -18,8 +18,13 @@ from dagster import (
 )
 from sqlalchemy import select
 
-from auditflow_dagster.assets.fiches import _markdown_table, fiche_details
-from auditflow_dagster.assets.runtime import bounded_gather, in_tx, run_async
+from auditflow_dagster.assets.fiches import fiche_details
+from auditflow_dagster.assets.runtime import (
+    bounded_gather,
+    in_tx,
+    markdown_table,
+    run_async,
+)
 from auditflow_dagster.db import fiches as fiche_db
 from auditflow_dagster.db.clock import iso, now_utc
 from auditflow_dagster.db.events import emit
@@ -149,7 +154,7 @@ def transcripts(context: AssetExecutionContext, stt: SttResource, db: DatabaseRe
             "already_transcribed": totals["cached"],
             "failed": totals["failed"],
             "per_fiche": MetadataValue.md(
-                _markdown_table(
+                markdown_table(
                     ["fiche", "recordings", "new", "cached", "failed"],
                     [[r["fiche_id"], r["total"], r["transcribed"], r["cached"], r["failed"]] for r in results[:200]],
                 )

@@ -13,7 +13,8 @@ from starlette.testclient import TestClient
 
 from api.app import create_app
 from auditflow_dagster.assets.audits import audit_step_results, audits
-from auditflow_dagster.assets.fiches import fiche_details, sales_list
+from auditflow_dagster.assets.fiches import fiche_details
+from auditflow_dagster.assets.sales import sales_list
 from auditflow_dagster.assets.transcripts import transcripts
 from auditflow_dagster.db.configs import ensure_bundled_config
 from auditflow_dagster.db.session import session_scope

@@ -6,7 +6,7 @@ import datetime as dt
 
 from dagster import DagsterInstance, build_sensor_context, materialize
 
-from auditflow_dagster.assets.fiches import sales_list
+from auditflow_dagster.assets.sales import sales_list
 from auditflow_dagster.definitions import defs
 from auditflow_dagster.resources.crm import CrmResource
 from auditflow_dagster.resources.database import DatabaseResource
