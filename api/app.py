@@ -25,7 +25,7 @@ from api.errors import (
     unexpected_error_handler,
 )
 from api.openapi import DOCUMENT
-from api.routes import audits, fiches, health, runs
+from api.routes import audits, fiches, health, progressive, runs
 from api.routes.health import INSTANCE
 from auditflow_dagster.settings import get_settings
 
@@ -95,6 +95,7 @@ def create_app(dagster_url: str | None = None) -> Starlette:
 
     routes = [
         *health.routes,
+        *progressive.routes,  # before /api/fiches/{fiche_id}
         *fiches.routes,
         *audits.routes,
         *runs.routes,

@@ -68,6 +68,26 @@ query($runId: ID!, $after: String, $limit: Int) {
 }
 """
 
+LAUNCH_BACKFILL = """
+mutation($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+    ... on PartitionSetNotFoundError { message }
+    ... on PartitionKeysNotFoundError { message }
+    ... on UnauthorizedError { message }
+    ... on InvalidStepError { invalidStepKey }
+    ... on InvalidOutputError { invalidOutputName }
+    ... on RunConflict { message }
+    ... on PresetNotFoundError { message }
+    ... on ConflictingExecutionParamsError { message }
+    ... on NoModeProvidedError { message }
+    ... on InvalidSubsetError { message }
+  }
+}
+"""
+
 RUN_STATUS = """
 query($runId: ID!) { runOrError(runId: $runId) { __typename ... on Run { status } ... on RunNotFoundError { message } } }
 """
@@ -146,6 +166,23 @@ class DagsterClient:
             detail = result.get("message") or "; ".join(e["message"] for e in result.get("errors", []))
             raise DagsterUnavailable(f"run launch refused ({result['__typename']}): {detail}"[:500])
         return result["run"]["runId"]
+
+    async def launch_asset_backfill(
+        self, asset_keys: list[str], partition_names: list[str], *, tags: dict[str, str], title: str | None = None
+    ) -> str:
+        """A partition backfill of some assets (visible in the Dagster UI as a backfill)."""
+        params: dict[str, Any] = {
+            "partitionNames": partition_names,
+            "assetSelection": [{"path": [k]} for k in asset_keys],
+            "tags": [{"key": k, "value": v} for k, v in tags.items()],
+        }
+        if title:
+            params["title"] = title
+        data = await self.query(LAUNCH_BACKFILL, {"params": params})
+        result = data["launchPartitionBackfill"]
+        if result["__typename"] != "LaunchBackfillSuccess":
+            raise DagsterUnavailable(f"backfill launch refused ({result['__typename']}): {result.get('message', '')}"[:500])
+        return result["backfillId"]
 
     async def logs_for_run(self, run_id: str, after: str | None, limit: int = 200) -> dict[str, Any]:
         data = await self.query(LOGS_FOR_RUN, {"runId": run_id, "after": after, "limit": limit})

@@ -55,6 +55,45 @@ DOCUMENT: dict[str, Any] = {
                               **_err(400)},
             }
         },
+        "/api/fiches/status/by-date-range": {
+            "get": {
+                "summary": "Cached fiches of a date range at once; missing days are fetched by a background job",
+                "parameters": [
+                    {"name": "startDate", "in": "query", "required": True, "schema": {"type": "string", "format": "date"}},
+                    {"name": "endDate", "in": "query", "required": True, "schema": {"type": "string", "format": "date"}},
+                    {"name": "refresh", "in": "query", "schema": {"type": "string", "enum": ["true", "false"]}},
+                    {"name": "webhookUrl", "in": "query", "schema": {"type": "string", "format": "uri"}},
+                    {"name": "webhookSecret", "in": "query", "schema": {"type": "string"},
+                     "description": "prefer the X-Webhook-Secret header (query strings end up in logs)"},
+                    {"name": "X-Webhook-Secret", "in": "header", "schema": {"type": "string"}},
+                ],
+                "responses": {**_ok({"$ref": "#/components/schemas/DateRangeAnswer"}), **_err(400)},
+            }
+        },
+        "/api/fiches/webhooks/fiches": {
+            "get": {
+                "summary": "Poll a progressive fetch job (legacy frontend polling shape)",
+                "parameters": [{"name": "jobId", "in": "query", "required": True, "schema": {"type": "string"}}],
+                "responses": {**_ok({"type": "object"}), **_err(400, 404)},
+            }
+        },
+        "/api/fiches/jobs": {
+            "get": {
+                "summary": "Progressive fetch jobs, newest first",
+                "parameters": [
+                    {"name": "status", "in": "query", "schema": {"type": "string", "enum": ["pending", "processing", "complete", "failed"]}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": 20}},
+                ],
+                "responses": {**_ok({"type": "object"}), **_err(400)},
+            }
+        },
+        "/api/fiches/jobs/{job_id}": {
+            "get": {
+                "summary": "One progressive fetch job with its last webhook deliveries",
+                "parameters": [_path_param("job_id")],
+                "responses": {**_ok({"type": "object"}), **_err(404)},
+            }
+        },
         "/api/fiches/{fiche_id}": {
             "get": {
                 "summary": "CRM-shaped fiche details (cache first; refreshed through the pipeline when needed)",
@@ -125,6 +164,19 @@ DOCUMENT: dict[str, Any] = {
                     "user_id": {"type": "string"},
                     "automation_schedule_id": {"type": "string"}, "automation_run_id": {"type": "string"},
                     "trigger_source": {"type": "string", "maxLength": 50},
+                },
+            },
+            "DateRangeAnswer": {
+                "type": "object",
+                "properties": {
+                    "success": {"type": "boolean"}, "startDate": {"type": "string"}, "endDate": {"type": "string"},
+                    "total": {"type": "integer"}, "fiches": {"type": "array", "items": {"type": "object"}},
+                    "meta": {"type": "object", "properties": {
+                        "complete": {"type": "boolean"}, "partial": {"type": "boolean"},
+                        "backgroundJobId": {"type": "string", "nullable": True},
+                        "totalDaysRequested": {"type": "integer"}, "daysFetched": {"type": "integer"},
+                        "daysRemaining": {"type": "integer"}, "daysCached": {"type": "integer"},
+                        "cacheCoverage": {"type": "object"}}},
                 },
             },
             "AuditQueued": {

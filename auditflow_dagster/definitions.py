@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import warnings
+from zoneinfo import ZoneInfo
 
 from dagster import BetaWarning
 
@@ -10,10 +12,13 @@ from dagster import BetaWarning
 warnings.filterwarnings("ignore", category=BetaWarning)
 
 from dagster import (
+    DefaultScheduleStatus,
     Definitions,
-    build_schedule_from_partitioned_job,
+    RunRequest,
+    ScheduleEvaluationContext,
     define_asset_job,
     in_process_executor,
+    schedule,
 )
 
 from auditflow_dagster.assets.audits import audit_step_results, audits
@@ -57,8 +62,18 @@ sales_day_job = define_asset_job(
     description="Cache one day's CRM sales list and register its fiches.",
 )
 
-#: Daily partitioned schedule: fires for the previous (complete) business day.
-daily_sales_schedule = build_schedule_from_partitioned_job(sales_day_job, hour_of_day=6, minute_of_hour=0)
+@schedule(
+    job=sales_day_job,
+    cron_schedule="0 6 * * *",
+    execution_timezone="Europe/Paris",
+    name="sales_day_schedule",
+    default_status=DefaultScheduleStatus.RUNNING,
+    description="Every morning, yesterday's sales list (the day sensor then audits its fiches).",
+)
+def daily_sales_schedule(context: ScheduleEvaluationContext) -> RunRequest:
+    """Targets the previous business day of the tick, so a late or replayed tick is still exact."""
+    day = (context.scheduled_execution_time.astimezone(ZoneInfo("Europe/Paris")).date() - dt.timedelta(days=1)).isoformat()
+    return RunRequest(run_key=f"sales-day-{day}", partition_key=day, tags={"auditflow/trigger": "schedule"})
 
 
 def build_definitions() -> Definitions:

@@ -50,8 +50,15 @@ def sales_day_fiches_backfill(context: SensorEvaluationContext) -> SensorResult 
         return SkipReason("no new sales day materialized")
     known = set(context.instance.get_dynamic_partitions("fiches"))
     requests = []
+    skipped_runs: dict[str, bool] = {}
     for rec in records:
         day = rec.partition_key
+        if rec.run_id not in skipped_runs:
+            run = context.instance.get_run_by_id(rec.run_id)
+            # a progressive fetch only fills the cache for the frontend; it does not audit
+            skipped_runs[rec.run_id] = bool(run and run.tags.get("auditflow/trigger") == "progressive_fetch")
+        if skipped_runs[rec.run_id]:
+            continue
         keys = [k for k in day_fiche_ids(day) if k in known] if day else []
         if not keys:
             continue

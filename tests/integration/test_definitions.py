@@ -26,6 +26,7 @@ def test_jobs_schedules_sensors_checks():
     assert {j.name for j in repo.get_all_jobs() if not j.name.startswith("__")} == {"audit_fiche", "fetch_fiche", "sales_day"}
     assert [s.name for s in repo.schedule_defs] == ["sales_day_schedule"]
     assert repo.schedule_defs[0].cron_schedule == "0 6 * * *"
+    assert repo.schedule_defs[0].execution_timezone == "Europe/Paris"
     assert [s.name for s in repo.sensor_defs] == ["sales_day_fiches_backfill"]
     assert {c.name for c in defs.resolve_asset_graph().asset_check_keys} == {"audit_summary_matches_rows"}
     assert set(repo.get_top_level_resources()) >= {"crm", "stt", "llm", "db"}
@@ -45,3 +46,18 @@ def test_resource_config_never_holds_a_secret(monkeypatch):
         assert "should-not-appear" not in dumped
     finally:
         get_settings.cache_clear()
+
+
+def test_daily_schedule_targets_yesterday_in_paris():
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    from dagster import build_schedule_context
+
+    from auditflow_dagster.definitions import daily_sales_schedule
+
+    # 06:00 Paris on 2026-03-30 (the day after the spring-forward change) → 2026-03-29
+    tick = dt.datetime(2026, 3, 30, 6, 0, tzinfo=ZoneInfo("Europe/Paris"))
+    ctx = build_schedule_context(scheduled_execution_time=tick, repository_def=defs.get_repository_def())
+    req = daily_sales_schedule.evaluate_tick(ctx).run_requests[0]
+    assert req.partition_key == "2026-03-29" and req.run_key == "sales-day-2026-03-29"
