@@ -226,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     imp = sub.add_parser("import-config", help="import an audit config in the legacy JSON format")
     imp.add_argument("path")
     imp.set_defaults(fn=cmd_import_config)
+    from auditflow_dagster import inspect_cli
+
+    inspect_cli.register(sub)
     args = parser.parse_args(argv)
     return int(args.fn(args) or 0)
 

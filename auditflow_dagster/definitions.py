@@ -32,6 +32,8 @@ from auditflow_dagster.resources.database import DatabaseResource
 from auditflow_dagster.resources.llm import LlmResource
 from auditflow_dagster.resources.stt import SttResource
 from auditflow_dagster.sensors.day_pipeline import sales_day_fiches_backfill
+from auditflow_dagster.sensors.webhooks import webhook_deliveries_sensor
+from auditflow_dagster.resources.notifier import NotifierResource
 from auditflow_dagster.settings import get_settings
 
 FICHE_ASSETS = [fiche_details, transcripts, audit_step_results, audits]
@@ -83,13 +85,14 @@ def build_definitions() -> Definitions:
         asset_checks=[audit_summary_matches_rows],
         jobs=[audit_fiche_job, fetch_fiche_job, sales_day_job],
         schedules=[daily_sales_schedule],
-        sensors=[sales_day_fiches_backfill],
+        sensors=[sales_day_fiches_backfill, webhook_deliveries_sensor],
         executor=in_process_executor,
         resources={
             "crm": CrmResource.from_settings(settings),
             "stt": SttResource.from_settings(settings),
             "llm": LlmResource.from_settings(settings),
             "db": DatabaseResource(),
+            "notifier": NotifierResource(),
         },
     )
 

@@ -88,3 +88,17 @@ def db(databases: dict[str, str]) -> Iterator[str]:
         tables = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
         s.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
     yield databases["app"]
+
+
+@pytest.fixture()
+def dagster_instance(databases: dict[str, str]) -> Iterator[object]:
+    """A Dagster instance on the session's real PostgreSQL database (never SQLite), wiped per test."""
+    from dagster import instance_for_test
+
+    with instance_for_test(
+        overrides={"storage": {"postgres": {"postgres_url": os.environ["AUDITFLOW_DAGSTER_STORAGE_URL"]}}}
+    ) as instance:
+        instance.wipe()
+        for key in instance.get_dynamic_partitions("fiches"):
+            instance.delete_dynamic_partition("fiches", key)
+        yield instance

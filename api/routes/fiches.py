@@ -17,7 +17,6 @@ from api.common import DIGITS, YMD, dagster, db_call
 from api.dagster_client import TERMINAL_STATUSES, DagsterUnavailable
 from api.errors import ApiError, not_found, validation_error
 from auditflow_dagster.db import fiches as fiche_db
-from auditflow_dagster.db.clock import now_utc
 
 DETAILS_WAIT_SECONDS = 60.0
 
@@ -37,40 +36,33 @@ async def status_by_date(request: Request) -> JSONResponse:
     return JSONResponse({"success": True, "data": {"date": day, "total": len(items), "fiches": items}})
 
 
-def _cached_details(fiche_id: str, include_mail_devis: bool):
-    def read(s):
-        row = fiche_db.get_row(s, fiche_id)
-        if row is None:
-            return "missing", None
-        if fiche_db.is_not_found_marker(row) and row.expires_at > now_utc():
-            return "not_found", None
-        if not fiche_db.details_ready(s, row):
-            return "stale", None
-        data = fiche_db.read_fiche_details(s, row)
-        if not include_mail_devis:
-            data.pop("mail_devis", None)
-        return ("fresh" if row.expires_at > now_utc() else "expired"), data
-
-    return read
+def _cached(fiche_id: str, include_mail_devis: bool):
+    return lambda s: fiche_db.cached_details(s, fiche_id, include_mail_devis=include_mail_devis)
 
 
 async def fiche_detail(request: Request) -> JSONResponse:
+    """CRM-shaped details (spec 01 §2.6, spec 06 §4.2). Served from the cache when it is fresh;
+    otherwise (no row, list-only row, expired row or not-found marker, mail devis asked for but not
+    stored, ``refresh=true``) a ``fetch_fiche`` run refetches it. A not-found marker within its TTL
+    is a 404, never a hollow 200; a list-only row is never served as details."""
     fiche_id = request.path_params["fiche_id"]
     if not DIGITS.match(fiche_id):
         raise not_found(f"Route with ID '{request.url.path}' not found")
     refresh = request.query_params.get("refresh") == "true"
     include_mail_devis = request.query_params.get("include_mail_devis") == "true"
-    state, data = await db_call(_cached_details(fiche_id, include_mail_devis))
+    state, data = await db_call(_cached(fiche_id, include_mail_devis))
     if state == "not_found" and not refresh:
         raise not_found(f"Fiche {fiche_id} not found")
     if state == "fresh" and not refresh:
         return JSONResponse(data)
+    # data (when not None) is the stale fallback: details that are expired or lack the mail devis.
     try:
         client = dagster(request)
         await client.add_fiche_partition(fiche_id)
         run_id = await client.launch_job(
             "fetch_fiche",
-            run_config={"ops": {"fiche_details": {"config": {"force_refresh": True}}}},
+            run_config={"ops": {"fiche_details": {"config": {
+                "force_refresh": True, "bypass_cooldown": True, "include_mail_devis": include_mail_devis}}}},
             tags={"dagster/partition": fiche_id, "auditflow/trigger": "api_fiche_read"},
         )
         deadline = asyncio.get_running_loop().time() + DETAILS_WAIT_SECONDS
@@ -84,9 +76,9 @@ async def fiche_detail(request: Request) -> JSONResponse:
         if data is not None:
             return JSONResponse(data)  # stale cache beats no answer
         raise ApiError(502, f"Fiche details unavailable: {exc}", "EXTERNAL_API_ERROR") from None
-    state, fresh = await db_call(_cached_details(fiche_id, include_mail_devis))
+    state, fresh = await db_call(_cached(fiche_id, include_mail_devis))
     if fresh is not None:
-        return JSONResponse(fresh)
+        return JSONResponse(fresh)  # fetched, or the cache kept after a failed/404 refetch
     if data is not None:
         return JSONResponse(data)
     if state == "not_found" or status == "SUCCESS":

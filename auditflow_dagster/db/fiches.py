@@ -3,40 +3,36 @@
 Writers follow the rules that protect data: a sales-list write never damages a full-details row
 (§2.4), a details write replaces sections in one transaction and never overwrites a known
 ``sales_date`` (§2.3), recordings are upserted without ever blanking a URL (spec 02 §1.4). The read
-path rebuilds the legacy CRM shape (§2.5) from the normalized rows plus the ``raw_data`` remainder,
-so nothing the CRM sent is lost even for sections this version does not normalize yet.
+path rebuilds the legacy CRM shape (§2.5) from the normalized rows plus the ``raw_data`` remainder.
+The payload ⇄ rows mapping (and its documented canonicalizations) lives in
+:mod:`auditflow_dagster.core.fiche_sections`; this module only moves those row dicts in and out.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
+from auditflow_dagster.core import fiche_sections as fs
 from auditflow_dagster.core.recordings import enrich_recording
 from auditflow_dagster.db.clock import iso, now_utc
 from auditflow_dagster.db.models import (
+    SECTION_MODELS,
     Audit,
     FicheCache,
-    FicheCacheEtiquette,
     FicheCacheInformation,
-    FicheCacheProspect,
+    FicheCacheMailDevis,
     Recording,
 )
 
-_ENVELOPE_KEYS = {"success", "message", "cle", "recordings"}
-_NORMALIZED_SECTIONS = {"information", "prospect"}
-_INFO_COLUMNS = {c.name for c in FicheCacheInformation.__table__.columns} - {
-    "id", "fiche_cache_id", "extra", "created_at", "updated_at"
-}
-_PROSPECT_COLUMNS = {c.name for c in FicheCacheProspect.__table__.columns} - {
-    "id", "fiche_cache_id", "extra", "created_at", "updated_at"
-}
-_INT_INFO = {"nombre_acces", "niveau_interet", "nombre_ouverture_mails", "nombre_visualisation_pages"}
-_INT_PROSPECT = {"civilite", "situation_familiale", "csp"}
+_ONE_TO_ONE_TABLES = (*fs.ONE_TO_ONE_SECTIONS.values(), "fiche_cache_mail_devis")
+_LIST_TABLES = [t for t in fs.SECTION_TABLES if t not in _ONE_TO_ONE_TABLES]
+_BOOKKEEPING = {"id", "created_at", "updated_at"}
 
 
 def sales_date_from_french(value: str | None) -> str | None:
@@ -52,35 +48,6 @@ def sales_date_from_french(value: str | None) -> str | None:
     except ValueError:
         return None
     return None
-
-
-def _as_int(v: Any) -> int | None:
-    if isinstance(v, bool) or v is None:
-        return None
-    try:
-        return int(float(v))
-    except (TypeError, ValueError):
-        return None
-
-
-def _split_columns(section: dict[str, Any], columns: set[str], ints: set[str]) -> tuple[dict, dict]:
-    known: dict[str, Any] = {}
-    extra: dict[str, Any] = {}
-    for k, v in section.items():
-        if k in columns:
-            if k in ints:
-                known[k] = _as_int(v)
-            elif k == "modules":
-                known[k] = [str(x) for x in v] if isinstance(v, list) else None
-            elif isinstance(v, (dict, list)):
-                extra[k] = v
-            elif isinstance(v, bool) or v is None:
-                known[k] = v
-            else:
-                known[k] = v if isinstance(v, str) else str(v)
-        else:
-            extra[k] = v
-    return known, extra
 
 
 def get_row(session: Session, fiche_id: str) -> FicheCache | None:
@@ -192,6 +159,11 @@ def upsert_sales_list(
                 row.expires_at = now + dt.timedelta(hours=ttl_hours)
             if item.get("cle"):
                 row.cle = item["cle"]
+                session.execute(  # mirrored into the information row when there is one (§2.4)
+                    update(FicheCacheInformation)
+                    .where(FicheCacheInformation.fiche_cache_id == row.id)
+                    .values(cle=item["cle"])
+                )
             row.prospect_nom = item.get("nom") or row.prospect_nom
             row.prospect_prenom = item.get("prenom") or row.prospect_prenom
             row.prospect_email = item.get("email") or row.prospect_email
@@ -208,61 +180,182 @@ def upsert_sales_list(
     return written
 
 
+# --------------------------------------------------------------------------------------------
+# Normalized sections: rows in and out (spec 01 §2.2, §2.3)
+# --------------------------------------------------------------------------------------------
+
+
+def _values(row: dict[str, Any], fk: str, parent_id: int) -> dict[str, Any]:
+    return {**{k: v for k, v in row.items() if k != "children"}, fk: parent_id}
+
+
+def _insert_level(session: Session, table: str, rows: list[tuple[int, dict[str, Any]]]) -> None:
+    """Insert rows of one table (``(parent id, row)`` pairs) in one statement, then their children."""
+    if not rows:
+        return
+    model = SECTION_MODELS[table]
+    fk = fs.PARENT_FK[table][1]
+    values = [_values(r, fk, pid) for pid, r in rows]
+    child_tables = fs.CHILD_TABLES.get(table, [])
+    if not child_tables:
+        session.execute(insert(model), values)
+        return
+    ids = session.execute(insert(model).returning(model.id, sort_by_parameter_order=True), values).scalars().all()
+    for ct in child_tables:
+        _insert_level(session, ct, [(rid, c) for rid, (_, r) in zip(ids, rows, strict=True)
+                                    for c in (r.get("children") or {}).get(ct, [])])
+
+
+def _upsert_one(session: Session, table: str, fiche_cache_id: int, row: dict[str, Any]) -> int:
+    model = SECTION_MODELS[table]
+    values = {**_values(row, "fiche_cache_id", fiche_cache_id), "updated_at": now_utc()}
+    stmt = pg_insert(model).values(**values)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["fiche_cache_id"],
+        set_={k: stmt.excluded[k] for k in values if k != "fiche_cache_id"},
+    ).returning(model.id)
+    row_id = session.execute(stmt).scalar_one()
+    for ct in fs.CHILD_TABLES.get(table, []):
+        child = SECTION_MODELS[ct]
+        session.execute(delete(child).where(getattr(child, fs.PARENT_FK[ct][1]) == row_id))
+        _insert_level(session, ct, [(row_id, c) for c in (row.get("children") or {}).get(ct, [])])
+    return row_id
+
+
+def replace_sections(session: Session, fiche_cache_id: int, normalized: dict[str, Any]) -> None:
+    """1:1 sections upserted (deleted when null), lists deleted + reinserted; the mail-devis tables
+    only when the payload had the ``mail_devis`` key (object → replace, anything else → delete)."""
+    sections = normalized["sections"]
+    for table in _ONE_TO_ONE_TABLES:
+        if table not in sections:  # mail_devis key absent: keep what is stored
+            continue
+        model = SECTION_MODELS[table]
+        if sections[table] is None:
+            session.execute(delete(model).where(model.fiche_cache_id == fiche_cache_id))
+        else:
+            _upsert_one(session, table, fiche_cache_id, sections[table])
+    for table in _LIST_TABLES:
+        model = SECTION_MODELS[table]
+        session.execute(delete(model).where(model.fiche_cache_id == fiche_cache_id))
+        _insert_level(session, table, [(fiche_cache_id, r) for r in sections.get(table) or []])
+
+
+def _load_level(session: Session, table: str, parent_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+    """Rows of ``table`` under ``parent_ids`` (as core row dicts, children attached), by parent."""
+    if not parent_ids:
+        return {}
+    model = SECTION_MODELS[table]
+    fk = fs.PARENT_FK[table][1]
+    index = fs.INDEX_COLUMN.get(table)
+    order = [getattr(model, fk), getattr(model, index) if index else model.id, model.id]
+    raw = [dict(m) for m in session.execute(select(model.__table__).where(getattr(model, fk).in_(parent_ids)).order_by(*order)).mappings()]
+    children = {ct: _load_level(session, ct, [r["id"] for r in raw]) for ct in fs.CHILD_TABLES.get(table, [])}
+    out: dict[int, list[dict[str, Any]]] = {}
+    for r in raw:
+        row = {k: v for k, v in r.items() if k not in _BOOKKEEPING and k != fk}
+        if children:
+            row["children"] = {ct: by_parent.get(r["id"], []) for ct, by_parent in children.items()}
+        out.setdefault(r[fk], []).append(row)
+    return out
+
+
+def load_sections(session: Session, fiche_cache_id: int, *, include_mail_devis: bool = True) -> dict[str, Any]:
+    """Every stored section of a fiche as core row dicts (1:1 tables: a row or ``None``)."""
+    out: dict[str, Any] = {}
+    for table in fs.SECTION_TABLES:
+        if table == "fiche_cache_mail_devis" and not include_mail_devis:
+            continue
+        rows = _load_level(session, table, [fiche_cache_id]).get(fiche_cache_id, [])
+        out[table] = (rows[0] if rows else None) if table in _ONE_TO_ONE_TABLES else rows
+    return out
+
+
+def _fiche_columns(row: FicheCache) -> dict[str, Any]:
+    return {"fiche_id": row.fiche_id, "cle": row.cle, "details_success": row.details_success,
+            "details_message": row.details_message, "raw_data": row.raw_data or {}}
+
+
+# --------------------------------------------------------------------------------------------
+# Full-details write, not-found marker, read path
+# --------------------------------------------------------------------------------------------
+
+
 def write_full_details(
-    session: Session, fiche_id: str, payload: dict[str, Any], *, ttl_hours: int, sales_date: str | None = None
+    session: Session,
+    fiche_id: str,
+    payload: dict[str, Any],
+    *,
+    ttl_hours: int,
+    sales_date: str | None = None,
+    last_revalidated_at: dt.datetime | None = None,
 ) -> FicheCache:
-    """Store a full-details answer in one transaction (spec 01 §2.3)."""
+    """Store a full-details answer: row + every section + recordings, in the caller's transaction
+    (spec 01 §2.3). ``raw_data`` keeps only what the sections cannot hold (normally ``{}``), plus
+    the ``{"mail_devis": null}`` marker; a payload without the ``mail_devis`` key keeps what is
+    stored for it."""
     information = payload.get("information")
     if not isinstance(information, dict):
         raise ValueError(f"fiche {fiche_id}: details without information section")
     now = now_utc()
-    prospect = payload.get("prospect") if isinstance(payload.get("prospect"), dict) else None
-    recordings = payload.get("recordings") or []
-    remainder = {k: v for k, v in payload.items() if k not in _ENVELOPE_KEYS | _NORMALIZED_SECTIONS}
+    normalized = fs.normalize_details(payload, fiche_id)
+    f = normalized["fiche"]
+    recordings = payload.get("recordings") if isinstance(payload.get("recordings"), list) else []
     row = get_row(session, fiche_id)
-    day = sales_date or (row.sales_date if row else None) or sales_date_from_french(information.get("date_insertion"))
+    raw_data = dict(f["raw_data"])
+    if row is not None and not normalized["has_mail_devis"] and not is_sales_list_only(row):
+        if "mail_devis" in (row.raw_data or {}):  # null marker (or a legacy stored object)
+            raw_data["mail_devis"] = row.raw_data["mail_devis"]
+    day = (
+        (row.sales_date if row is not None else None)  # never overwrite a known sales date
+        or sales_date
+        or sales_date_from_french(information.get("date_insertion"))
+    )
     fields = dict(
-        groupe=information.get("groupe"),
-        agence_nom=information.get("agence_nom"),
-        prospect_nom=(prospect or {}).get("nom"),
-        prospect_prenom=(prospect or {}).get("prenom"),
-        prospect_email=(prospect or {}).get("mail"),
-        prospect_tel=(prospect or {}).get("telephone") or (prospect or {}).get("mobile"),
-        cle=payload.get("cle") or information.get("cle") or (row.cle if row else None),
-        details_success=payload.get("success") if isinstance(payload.get("success"), bool) else True,
-        details_message=payload.get("message") if isinstance(payload.get("message"), str) else None,
-        raw_data=remainder,
+        groupe=f["groupe"],
+        agence_nom=f["agence_nom"],
+        prospect_nom=f["prospect_nom"],
+        prospect_prenom=f["prospect_prenom"],
+        prospect_email=f["prospect_email"],
+        prospect_tel=f["prospect_tel"],
+        cle=f["cle"] or (row.cle if row is not None else None),
+        details_success=f["details_success"],
+        details_message=f["details_message"],
+        raw_data=raw_data,
         has_recordings=bool(recordings),
         recordings_count=len(recordings),
         fetched_at=now,
         expires_at=now + dt.timedelta(hours=ttl_hours),
         sales_date=day,
     )
+    if last_revalidated_at is not None:
+        fields["last_revalidated_at"] = last_revalidated_at
     if row is None:
         row = FicheCache(fiche_id=fiche_id, **fields)
         session.add(row)
-        session.flush()
     else:
         for k, v in fields.items():
             setattr(row, k, v)
-    info_values, info_extra = _split_columns(
-        {k: v for k, v in information.items() if k not in ("fiche_id", "etiquettes")}, _INFO_COLUMNS, _INT_INFO
-    )
-    session.execute(delete(FicheCacheInformation).where(FicheCacheInformation.fiche_cache_id == row.id))
-    session.add(FicheCacheInformation(fiche_cache_id=row.id, extra=info_extra, **info_values))
-    session.execute(delete(FicheCacheEtiquette).where(FicheCacheEtiquette.fiche_cache_id == row.id))
-    for i, et in enumerate(information.get("etiquettes") or [], start=1):
-        if isinstance(et, dict):
-            session.add(
-                FicheCacheEtiquette(
-                    fiche_cache_id=row.id, etiquette_index=i, nom=et.get("nom"), date=et.get("date"), style=et.get("style")
-                )
-            )
-    session.execute(delete(FicheCacheProspect).where(FicheCacheProspect.fiche_cache_id == row.id))
-    if prospect is not None:
-        p_values, p_extra = _split_columns(prospect, _PROSPECT_COLUMNS, _INT_PROSPECT)
-        session.add(FicheCacheProspect(fiche_cache_id=row.id, extra=p_extra, **p_values))
+    session.flush()
+    replace_sections(session, row.id, normalized)
     upsert_recordings(session, row.id, recordings)
+    session.flush()
+    return row
+
+
+def write_not_found_marker(session: Session, fiche_id: str, *, ttl_ms: int) -> FicheCache:
+    """CRM 404 (spec 01 §2.7): ``details_success=false``, ``details_message="NOT_FOUND"``,
+    ``expires_at`` = now + not-found TTL. A new row gets ``raw_data={}`` and 0 recordings; an
+    existing row keeps its data and only gets the flags and timestamps."""
+    now = now_utc()
+    row = get_row(session, fiche_id)
+    flags = dict(details_success=False, details_message="NOT_FOUND", fetched_at=now,
+                 expires_at=now + dt.timedelta(milliseconds=ttl_ms))
+    if row is None:
+        row = FicheCache(fiche_id=fiche_id, raw_data={}, has_recordings=False, recordings_count=0, **flags)
+        session.add(row)
+    else:
+        for k, v in flags.items():
+            setattr(row, k, v)
     session.flush()
     return row
 
@@ -278,44 +371,13 @@ def recordings_of(session: Session, fiche_cache_id: int) -> list[Recording]:
     )
 
 
-def _section_dict(obj: Any, extra_attr: str = "extra") -> dict[str, Any]:
-    skip = {"id", "fiche_cache_id", "created_at", "updated_at", extra_attr}
-    out = {c.name: getattr(obj, c.name) for c in obj.__table__.columns if c.name not in skip}
-    out.update(getattr(obj, extra_attr) or {})
-    return out
-
-
-def read_fiche_details(session: Session, row: FicheCache) -> dict[str, Any]:
-    """Rebuild the CRM-shaped details of a cached fiche (spec 01 §2.5)."""
-    data: dict[str, Any] = {k: v for k, v in (row.raw_data or {}).items() if k != "_salesListOnly"}
-    info = session.scalar(select(FicheCacheInformation).where(FicheCacheInformation.fiche_cache_id == row.id))
-    if row.cle:
-        data["cle"] = row.cle
-    if info is not None:
-        data["success"] = row.details_success if row.details_success is not None else True
-        data["message"] = row.details_message if row.details_message is not None else "OK"
-        information = {"fiche_id": row.fiche_id, **_section_dict(info)}
-        etiquettes = session.scalars(
-            select(FicheCacheEtiquette)
-            .where(FicheCacheEtiquette.fiche_cache_id == row.id)
-            .order_by(FicheCacheEtiquette.etiquette_index)
-        )
-        information["etiquettes"] = [{"nom": e.nom, "date": e.date, "style": e.style} for e in etiquettes]
-        data["information"] = information
-    prospect = session.scalar(select(FicheCacheProspect).where(FicheCacheProspect.fiche_cache_id == row.id))
-    data["prospect"] = _section_dict(prospect) if prospect is not None else data.get("prospect")
-    for key in ("documents", "commentaires", "mails", "rendez_vous", "alertes", "enfants", "reclamations",
-                "autres_contrats", "tarification"):
-        data.setdefault(key, [])
-    data.setdefault("conjoint", None)
-    data.setdefault("elements_souscription", None)
-    data.setdefault("raw_sections", {})
+def _recordings_view(session: Session, fiche_cache_id: int) -> list[dict[str, Any]]:
     recs = sorted(
-        recordings_of(session, row.id),
+        recordings_of(session, fiche_cache_id),
         key=lambda r: (r.start_time is not None, r.start_time or dt.datetime.min),
         reverse=True,
     )
-    data["recordings"] = [
+    return [
         {
             "call_id": r.call_id,
             "recording_url": r.recording_url,
@@ -329,7 +391,22 @@ def read_fiche_details(session: Session, row: FicheCache) -> dict[str, Any]:
         }
         for r in recs
     ]
-    return data
+
+
+def read_fiche_details(session: Session, row: FicheCache, include_mail_devis: bool = False) -> dict[str, Any]:
+    """Rebuild the CRM-shaped details of a cached fiche (spec 01 §2.5): sections from their rows,
+    the ``raw_data`` remainder on top, recordings from their rows (newest first). ``mail_devis``
+    only when asked (and then only if stored: rows, or the ``null`` marker)."""
+    sections = load_sections(session, row.id, include_mail_devis=include_mail_devis)
+    data = fs.rebuild_details(_fiche_columns(row), sections, include_mail_devis=include_mail_devis)
+    recordings = _recordings_view(session, row.id)
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        if k == "raw_sections" and "recordings" not in out:
+            out["recordings"] = recordings
+        out[k] = v
+    out.setdefault("recordings", recordings)
+    return out
 
 
 def details_ready(session: Session, row: FicheCache) -> bool:
@@ -339,6 +416,85 @@ def details_ready(session: Session, row: FicheCache) -> bool:
     return session.scalar(
         select(func.count()).select_from(FicheCacheInformation).where(FicheCacheInformation.fiche_cache_id == row.id)
     ) == 1
+
+
+def has_mail_devis(session: Session, row: FicheCache) -> bool:
+    """A rebuilt payload with ``include_mail_devis`` would carry the key (rows or the null marker)."""
+    if "mail_devis" in (row.raw_data or {}):
+        return True
+    return session.scalar(
+        select(func.count()).select_from(FicheCacheMailDevis).where(FicheCacheMailDevis.fiche_cache_id == row.id)
+    ) > 0
+
+
+def recordings_need_heal(session: Session, row: FicheCache) -> bool:
+    """Self-heal triggers of §2.6: recordings counted but no rows, or a blank recording URL."""
+    n, blank = session.execute(
+        select(func.count(), func.count().filter(Recording.recording_url == "")).where(Recording.fiche_cache_id == row.id)
+    ).one()
+    return ((row.recordings_count or 0) > 0 and n == 0) or blank > 0
+
+
+def cached_details(session: Session, fiche_id: str, *, include_mail_devis: bool = False) -> tuple[str, dict[str, Any] | None]:
+    """What ``GET /api/fiches/{id}`` can serve from the cache (spec 01 §2.6, §2.7).
+
+    States: ``missing`` (no row), ``not_found`` (marker within its TTL → 404), ``not_ready``
+    (list-only, expired marker, or no usable details: must fetch, no fallback), ``needs_mail_devis``
+    (asked for it, none stored: refetch, data is the fallback), ``expired`` (refetch, data is the
+    fallback) and ``fresh`` (serve data).
+    """
+    row = get_row(session, fiche_id)
+    if row is None:
+        return "missing", None
+    now = now_utc()
+    if is_not_found_marker(row):
+        return ("not_found" if row.expires_at > now else "not_ready"), None
+    if not details_ready(session, row):
+        return "not_ready", None
+    data = read_fiche_details(session, row, include_mail_devis=include_mail_devis)
+    if row.expires_at <= now:
+        return "expired", data
+    if include_mail_devis and "mail_devis" not in data:
+        return "needs_mail_devis", data
+    return "fresh", data
+
+
+def renormalize_row(session: Session, row: FicheCache) -> bool:
+    """Rewrite a stored fiche's sections from its own rebuilt payload (no CRM call, timestamps,
+    envelope and recordings untouched). Returns whether anything changed."""
+    if is_sales_list_only(row) or session.scalar(
+        select(func.count()).select_from(FicheCacheInformation).where(FicheCacheInformation.fiche_cache_id == row.id)
+    ) == 0:
+        return False
+    sections = load_sections(session, row.id, include_mail_devis=True)
+    payload = fs.rebuild_details(_fiche_columns(row), sections, include_mail_devis=True)
+    normalized = fs.normalize_details(payload, row.fiche_id)
+    new_raw = normalized["fiche"]["raw_data"]
+    if not normalized["has_mail_devis"]:
+        normalized["sections"].pop("fiche_cache_mail_devis", None)
+        sections.pop("fiche_cache_mail_devis", None)
+    if fs.json_equal(new_raw, row.raw_data or {}) and fs.json_equal(normalized["sections"], sections):
+        return False
+    row.raw_data = new_raw
+    replace_sections(session, row.id, normalized)
+    session.flush()
+    return True
+
+
+def section_stats(session: Session, fiche_cache_id: int) -> dict[str, tuple[int, int]]:
+    """Per table: (row count, JSON size in bytes of those rows) for one fiche, children included."""
+    stats: dict[str, list[int]] = {t: [0, 0] for t in fs.FIELDS}
+
+    def walk(table: str, rows: list[dict[str, Any]]) -> None:
+        for r in rows:
+            stats[table][0] += 1
+            stats[table][1] += len(json.dumps({k: v for k, v in r.items() if k != "children"}, ensure_ascii=False, default=str).encode())
+            for ct, crow in (r.get("children") or {}).items():
+                walk(ct, crow)
+
+    for table, v in load_sections(session, fiche_cache_id, include_mail_devis=True).items():
+        walk(table, [v] if isinstance(v, dict) else (v or []))
+    return {t: (n, b) for t, (n, b) in stats.items()}
 
 
 def status_by_date(session: Session, day: str) -> list[dict[str, Any]]:

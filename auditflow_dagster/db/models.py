@@ -139,6 +139,9 @@ class FicheCacheEtiquette(Base):
     nom: Mapped[str | None] = mapped_column(Text)
     date: Mapped[str | None] = mapped_column(Text)
     style: Mapped[str | None] = mapped_column(Text)
+    extra: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, nullable=False, server_default=text("'{}'::jsonb"), default=dict
+    )  # rewrite: unknown etiquette keys (see core.fiche_sections)
     created_at: Mapped[dt.datetime] = _created()
 
 
@@ -555,3 +558,235 @@ class WebhookDeliveryPartialFiche(Base):
     fiche_created_at: Mapped[str | None] = mapped_column(Text)
 
 metadata = Base.metadata
+
+
+# --------------------------------------------------------------------------------------------
+# Normalized full-details sections (spec 01 §2.2), written only by full-details caching.
+#
+# The section columns of each table are declared once, in core.fiche_sections.FIELDS (which also
+# maps them to payload paths); the classes below add keys, parent FKs, 1-based row indexes, the
+# ``extra`` patch (whatever the columns cannot hold, so nothing the CRM sends is lost) and
+# timestamps. Every FK cascades.
+# --------------------------------------------------------------------------------------------
+
+from auditflow_dagster.core import fiche_sections as _fs  # noqa: E402
+
+_KIND_TYPES: dict[str, Any] = {"text": Text, "int": Integer, "bool": Boolean, "texts": ARRAY(Text), "json": JSONB}
+
+
+def _section_cols(table: str, *skip: str) -> type:
+    """A mixin holding the nullable section columns of ``table`` (kinds from core.fiche_sections)."""
+    attrs = {col: mapped_column(_KIND_TYPES[kind]) for col, _, kind in _fs.FIELDS[table] if col not in skip}
+    return type(f"_Cols_{table}", (), attrs)
+
+
+def _parent(table: str, *, unique: bool = False) -> Any:
+    return mapped_column(BigInteger, ForeignKey(f"{table}.id", ondelete="CASCADE"), nullable=False, unique=unique)
+
+
+def _extra() -> Any:
+    return mapped_column(JSONB, nullable=False, server_default=text("'{}'::jsonb"), default=dict, sort_order=100)
+
+
+def _created_at() -> Any:  # section tables: bookkeeping columns after the section columns
+    return mapped_column(TS, nullable=False, server_default=func.now(), default=now_utc, sort_order=101)
+
+
+def _updated_at() -> Any:
+    return mapped_column(TS, nullable=False, server_default=func.now(), default=now_utc, onupdate=now_utc, sort_order=102)
+
+
+def _row_index() -> Any:
+    return mapped_column(Integer, nullable=False)
+
+
+class FicheCacheConjoint(_section_cols("fiche_cache_conjoints"), Base):
+    __tablename__ = "fiche_cache_conjoints"
+    __table_args__ = (Index("ix_fiche_cache_conjoints_conjoint_id", "conjoint_id"),)
+    id: Mapped[int] = _pk()
+    fiche_cache_id: Mapped[int] = _parent("fiche_cache", unique=True)
+    extra: Mapped[dict[str, Any]] = _extra()
+    created_at: Mapped[dt.datetime] = _created_at()
+    updated_at: Mapped[dt.datetime] = _updated_at()
+
+
+def _list_section(class_name: str, table: str, item_id: str | None) -> type:
+    """``fiche_cache_<list>``: UNIQUE(fiche, row_index), index on the item id (spec §2.2)."""
+    args: list[Any] = [UniqueConstraint("fiche_cache_id", "row_index", name=f"uq_{table}_row")]
+    if item_id:
+        args.append(Index(f"ix_{table}_{item_id}", item_id))
+    attrs = {
+        "__tablename__": table,
+        "__table_args__": tuple(args),
+        "id": _pk(),
+        "fiche_cache_id": _parent("fiche_cache"),
+        "row_index": _row_index(),
+        "extra": _extra(),
+        "created_at": _created_at(),
+    }
+    return type(class_name, (_section_cols(table), Base), attrs)
+
+
+FicheCacheDocument = _list_section("FicheCacheDocument", "fiche_cache_documents", "document_id")
+FicheCacheCommentaire = _list_section("FicheCacheCommentaire", "fiche_cache_commentaires", "commentaire_id")
+FicheCacheMail = _list_section("FicheCacheMail", "fiche_cache_mails", None)
+FicheCacheRendezVous = _list_section("FicheCacheRendezVous", "fiche_cache_rendez_vous", "rdv_id")
+FicheCacheAlerte = _list_section("FicheCacheAlerte", "fiche_cache_alertes", "alerte_id")
+FicheCacheEnfant = _list_section("FicheCacheEnfant", "fiche_cache_enfants", "enfant_id")
+FicheCacheReclamation = _list_section("FicheCacheReclamation", "fiche_cache_reclamations", "reclamation_id")
+FicheCacheAutreContrat = _list_section("FicheCacheAutreContrat", "fiche_cache_autres_contrats", "contrat_id")
+
+
+class FicheCacheRawSection(Base):
+    __tablename__ = "fiche_cache_raw_sections"
+    __table_args__ = (UniqueConstraint("fiche_cache_id", "section_key", name="uq_fiche_cache_raw_sections_key"),)
+    id: Mapped[int] = _pk()
+    fiche_cache_id: Mapped[int] = _parent("fiche_cache")
+    section_key: Mapped[str] = mapped_column(Text, nullable=False)
+    section_value: Mapped[str | None] = mapped_column(Text)  # string values only (others: raw_data patch)
+    extra: Mapped[dict[str, Any]] = _extra()
+    created_at: Mapped[dt.datetime] = _created_at()
+
+
+class FicheCacheElementsSouscription(_section_cols("fiche_cache_elements_souscription"), Base):
+    """Flattened: top-level scalars, ``ancien_*`` (13), ``produit_*`` (15), ``paiement_*`` (4),
+    ``prelevement_*``/``virement_*`` accounts (6 each), jsonb ``questions_*`` and ``raw_data``."""
+
+    __tablename__ = "fiche_cache_elements_souscription"
+    id: Mapped[int] = _pk()
+    fiche_cache_id: Mapped[int] = _parent("fiche_cache", unique=True)
+    extra: Mapped[dict[str, Any]] = _extra()
+    created_at: Mapped[dt.datetime] = _created_at()
+    updated_at: Mapped[dt.datetime] = _updated_at()
+
+
+class FicheCacheTarification(_section_cols("fiche_cache_tarifications"), Base):
+    __tablename__ = "fiche_cache_tarifications"
+    __table_args__ = (UniqueConstraint("fiche_cache_id", "row_index", name="uq_fiche_cache_tarifications_row"),)
+    id: Mapped[int] = _pk()
+    fiche_cache_id: Mapped[int] = _parent("fiche_cache")
+    row_index: Mapped[int] = _row_index()
+    extra: Mapped[dict[str, Any]] = _extra()
+    created_at: Mapped[dt.datetime] = _created_at()
+
+
+class FicheCacheTarificationGamme(_section_cols("fiche_cache_tarification_gammes"), Base):
+    __tablename__ = "fiche_cache_tarification_gammes"
+    __table_args__ = (UniqueConstraint("tarification_id", "row_index", name="uq_fiche_cache_tarif_gammes_row"),)
+    id: Mapped[int] = _pk()
+    tarification_id: Mapped[int] = _parent("fiche_cache_tarifications")
+    row_index: Mapped[int] = _row_index()
+    extra: Mapped[dict[str, Any]] = _extra()
+    created_at: Mapped[dt.datetime] = _created_at()
+
+
+class FicheCacheTarificationFormule(_section_cols("fiche_cache_tarification_formules"), Base):
+    __tablename__ = "fiche_cache_tarification_formules"
+    __table_args__ = (UniqueConstraint("gamme_id", "row_index", name="uq_fiche_cache_tarif_formules_row"),)
+    id: Mapped[int] = _pk()
+    gamme_id: Mapped[int] = _parent("fiche_cache_tarification_gammes")
+    row_index: Mapped[int] = _row_index()
+    extra: Mapped[dict[str, Any]] = _extra()
+    created_at: Mapped[dt.datetime] = _created_at()
+
+
+class FicheCacheTarificationFormuleDetail(Base):
+    __tablename__ = "fiche_cache_tarification_formule_details"
+    __table_args__ = (UniqueConstraint("formule_row_id", "detail_key", name="uq_fiche_cache_tarif_details_key"),)
+    id: Mapped[int] = _pk()
+    formule_row_id: Mapped[int] = _parent("fiche_cache_tarification_formules")
+    detail_key: Mapped[str] = mapped_column(Text, nullable=False)
+    detail_value: Mapped[str | None] = mapped_column(Text)
+    extra: Mapped[dict[str, Any]] = _extra()
+    created_at: Mapped[dt.datetime] = _created_at()
+
+
+class FicheCacheMailDevis(_section_cols("fiche_cache_mail_devis"), Base):
+    """One column per scalar leaf of ``mail_devis`` (prefixes ``customer_``, ``garanties_link_``,
+    ``details_``, ``agence_``, ``fiche_info_``, ``subscriber_``, ``doc_``, ``menu_``)."""
+
+    __tablename__ = "fiche_cache_mail_devis"
+    id: Mapped[int] = _pk()
+    fiche_cache_id: Mapped[int] = _parent("fiche_cache", unique=True)
+    extra: Mapped[dict[str, Any]] = _extra()
+    created_at: Mapped[dt.datetime] = _created_at()
+    updated_at: Mapped[dt.datetime] = _updated_at()
+
+
+class FicheCacheMailDevisGarantieCategory(Base):
+    __tablename__ = "fiche_cache_mail_devis_garantie_categories"
+    __table_args__ = (UniqueConstraint("mail_devis_id", "category_key", name="uq_fiche_cache_md_categories_key"),)
+    id: Mapped[int] = _pk()
+    mail_devis_id: Mapped[int] = _parent("fiche_cache_mail_devis")
+    category_key: Mapped[str] = mapped_column(Text, nullable=False)
+    category_name: Mapped[str | None] = mapped_column(Text)
+    subcategories_format: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("'named'"))  # named|array
+    extra: Mapped[dict[str, Any]] = _extra()
+    created_at: Mapped[dt.datetime] = _created_at()
+
+
+class FicheCacheMailDevisCategoryNoteRef(Base):
+    __tablename__ = "fiche_cache_mail_devis_category_note_refs"
+    __table_args__ = (UniqueConstraint("category_id", "row_index", name="uq_fiche_cache_md_note_refs_row"),)
+    id: Mapped[int] = _pk()
+    category_id: Mapped[int] = _parent("fiche_cache_mail_devis_garantie_categories")
+    row_index: Mapped[int] = _row_index()
+    note_reference: Mapped[str | None] = mapped_column(Text)
+    extra: Mapped[dict[str, Any]] = _extra()
+    created_at: Mapped[dt.datetime] = _created_at()
+
+
+class FicheCacheMailDevisCategoryItem(_section_cols("fiche_cache_mail_devis_category_items"), Base):
+    __tablename__ = "fiche_cache_mail_devis_category_items"
+    __table_args__ = (UniqueConstraint("category_id", "row_index", name="uq_fiche_cache_md_cat_items_row"),)
+    id: Mapped[int] = _pk()
+    category_id: Mapped[int] = _parent("fiche_cache_mail_devis_garantie_categories")
+    row_index: Mapped[int] = _row_index()
+    extra: Mapped[dict[str, Any]] = _extra()
+    created_at: Mapped[dt.datetime] = _created_at()
+
+
+class FicheCacheMailDevisGarantieSubcategory(Base):
+    __tablename__ = "fiche_cache_mail_devis_garantie_subcategories"
+    __table_args__ = (UniqueConstraint("category_id", "sub_key", name="uq_fiche_cache_md_subcategories_key"),)
+    id: Mapped[int] = _pk()
+    category_id: Mapped[int] = _parent("fiche_cache_mail_devis_garantie_categories")
+    sub_key: Mapped[str] = mapped_column(Text, nullable=False)
+    name: Mapped[str | None] = mapped_column(Text)  # named format only, kept only if a string
+    extra: Mapped[dict[str, Any]] = _extra()
+    created_at: Mapped[dt.datetime] = _created_at()
+
+
+class FicheCacheMailDevisSubcategoryItem(_section_cols("fiche_cache_mail_devis_subcategory_items"), Base):
+    __tablename__ = "fiche_cache_mail_devis_subcategory_items"
+    __table_args__ = (UniqueConstraint("subcategory_id", "row_index", name="uq_fiche_cache_md_sub_items_row"),)
+    id: Mapped[int] = _pk()
+    subcategory_id: Mapped[int] = _parent("fiche_cache_mail_devis_garantie_subcategories")
+    row_index: Mapped[int] = _row_index()
+    extra: Mapped[dict[str, Any]] = _extra()
+    created_at: Mapped[dt.datetime] = _created_at()
+
+
+class FicheCacheMailDevisNote(_section_cols("fiche_cache_mail_devis_notes"), Base):
+    __tablename__ = "fiche_cache_mail_devis_notes"
+    __table_args__ = (UniqueConstraint("mail_devis_id", "row_index", name="uq_fiche_cache_md_notes_row"),)
+    id: Mapped[int] = _pk()
+    mail_devis_id: Mapped[int] = _parent("fiche_cache_mail_devis")
+    row_index: Mapped[int] = _row_index()
+    extra: Mapped[dict[str, Any]] = _extra()
+    created_at: Mapped[dt.datetime] = _created_at()
+
+
+#: table name → model, for every table of core.fiche_sections.FIELDS.
+SECTION_MODELS: dict[str, Any] = {
+    m.__tablename__: m
+    for m in (
+        FicheCacheInformation, FicheCacheEtiquette, FicheCacheProspect, FicheCacheConjoint, FicheCacheDocument,
+        FicheCacheCommentaire, FicheCacheMail, FicheCacheRendezVous, FicheCacheAlerte, FicheCacheEnfant,
+        FicheCacheReclamation, FicheCacheAutreContrat, FicheCacheRawSection, FicheCacheElementsSouscription,
+        FicheCacheTarification, FicheCacheTarificationGamme, FicheCacheTarificationFormule,
+        FicheCacheTarificationFormuleDetail, FicheCacheMailDevis, FicheCacheMailDevisGarantieCategory,
+        FicheCacheMailDevisCategoryNoteRef, FicheCacheMailDevisCategoryItem,
+        FicheCacheMailDevisGarantieSubcategory, FicheCacheMailDevisSubcategoryItem, FicheCacheMailDevisNote,
+    )
+}

@@ -63,7 +63,8 @@ def create_app(
     token = (auth_token or "").strip() or None
     rng = random.Random(seed)
     rng_lock = threading.Lock()
-    stats = {"requests": 0, "faults_5xx": 0, "faults_429": 0, "unauthorized": 0}
+    stats: dict[str, Any] = {"requests": 0, "faults_5xx": 0, "faults_429": 0, "unauthorized": 0,
+                             "in_flight": {}, "max_in_flight": {}}
 
     def base_url(request: Request) -> str:
         if base_url_for_recordings:
@@ -93,17 +94,30 @@ def create_app(
             return _error(pick, "Upstream CRM error")
         return None
 
-    def api(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    def api(handler: Callable[[Request], Awaitable[Response]], kind: str) -> Callable[[Request], Awaitable[Response]]:
+        """Auth, faults, and concurrency accounting per kind of call (tests check the global caps)."""
+
         async def wrapped(request: Request) -> Response:
             if not authorized(request):
                 stats["unauthorized"] += 1
                 return _error(401, "Unauthorized", **{"WWW-Authenticate": "Bearer"})
-            fault = await faults(request)
-            if fault is not None:
-                return fault
-            return await handler(request)
+            now = stats["in_flight"][kind] = stats["in_flight"].get(kind, 0) + 1
+            stats["max_in_flight"][kind] = max(stats["max_in_flight"].get(kind, 0), now)
+            try:
+                fault = await faults(request)
+                if fault is not None:
+                    return fault
+                return await handler(request)
+            finally:
+                stats["in_flight"][kind] -= 1
 
         return wrapped
+
+    async def stats_view(request: Request) -> Response:
+        if request.method == "DELETE":
+            stats.update({"requests": 0, "faults_5xx": 0, "faults_429": 0, "unauthorized": 0,
+                          "in_flight": {}, "max_in_flight": {}})
+        return JSONResponse(stats)
 
     async def sales_with_calls(request: Request) -> Response:
         q = request.query_params
@@ -165,10 +179,11 @@ def create_app(
         return Response(data, media_type="audio/mpeg", headers={"Content-Disposition": f'inline; filename="{filename}"'})
 
     routes = [
-        Route("/api/fiches/sales-with-calls", api(sales_with_calls), methods=["GET"]),
-        Route("/api/fiches/by-id/{fiche_id}", api(by_id), methods=["GET"]),
-        Route("/api/utilisateurs", api(users), methods=["GET"]),
-        Route("/api/utilisateurs/groupes", api(groups), methods=["GET"]),
+        Route("/api/fiches/sales-with-calls", api(sales_with_calls, "sales_search"), methods=["GET"]),
+        Route("/api/fiches/by-id/{fiche_id}", api(by_id, "details"), methods=["GET"]),
+        Route("/api/utilisateurs", api(users, "users"), methods=["GET"]),
+        Route("/api/utilisateurs/groupes", api(groups, "groups"), methods=["GET"]),
+        Route("/__stats", stats_view, methods=["GET", "DELETE"]),
         Route("/health", health, methods=["GET"]),
         Route("/api/health", health, methods=["GET"]),
         Route("/recordings/{filename}", recording, methods=["GET"]),

@@ -7,7 +7,7 @@ import datetime as dt
 import json
 
 import pytest
-from dagster import DagsterInstance, materialize
+from dagster import materialize
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
@@ -96,14 +96,14 @@ def test_status_by_date_validation(client, query):
     assert r.status_code == 400 and r.json()["code"] == "VALIDATION_ERROR"
 
 
-def test_reads_after_an_audit(client, config_id):
+def test_reads_after_an_audit(client, config_id, dagster_instance):
+    instance = dagster_instance
     resources = {"crm": CrmResource(mode="sample"), "stt": SttResource(mode="sample"),
                  "llm": LlmResource(mode="offline"), "db": DatabaseResource()}
-    with DagsterInstance.ephemeral() as instance:
-        assert materialize([sales_list], partition_key=DAY, instance=instance, resources=resources).success
-        fiche_id = next(f for f in instance.get_dynamic_partitions("fiches") if generator.expected_audit(f)["auditable"])
-        assert materialize([fiche_details, transcripts, audit_step_results, audits], partition_key=fiche_id,
-                           instance=instance, resources=resources).success
+    assert materialize([sales_list], partition_key=DAY, instance=instance, resources=resources).success
+    fiche_id = next(f for f in instance.get_dynamic_partitions("fiches") if generator.expected_audit(f)["auditable"])
+    assert materialize([fiche_details, transcripts, audit_step_results, audits], partition_key=fiche_id,
+                       instance=instance, resources=resources).success
     day = client.get(f"/api/fiches/status/by-date?date={DAY}").json()
     assert day["success"] and day["data"]["total"] == len(generator.fiches_for_day(dt.date.fromisoformat(DAY)))
     item = next(i for i in day["data"]["fiches"] if i["ficheId"] == fiche_id)

@@ -10,7 +10,7 @@ import datetime as dt
 from decimal import Decimal
 
 import pytest
-from dagster import DagsterInstance, materialize
+from dagster import materialize
 from sqlalchemy import func, select
 
 from auditflow_dagster.assets.audits import audit_step_results, audits
@@ -47,9 +47,8 @@ def _resources() -> dict:
 
 
 @pytest.fixture()
-def instance(databases):
-    with DagsterInstance.ephemeral() as inst:
-        yield inst
+def instance(dagster_instance):
+    return dagster_instance
 
 
 @pytest.fixture()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from dagster import DagsterInstance, build_sensor_context, materialize
+from dagster import build_sensor_context, materialize
 
 from auditflow_dagster.assets.sales import sales_list
 from auditflow_dagster.definitions import defs
@@ -19,22 +19,22 @@ from auditflow_dagster.sensors.day_pipeline import (
 DAY = "2026-03-12"
 
 
-def test_sensor_requests_one_backfill_per_new_day(db):
-    with DagsterInstance.ephemeral() as instance:
-        assert materialize([sales_list], partition_key=DAY, instance=instance,
-                           resources={"crm": CrmResource(mode="sample"), "db": DatabaseResource()}).success
-        repo = defs.get_repository_def()
-        ctx = build_sensor_context(instance=instance, repository_def=repo)
-        # evaluate_tick applies Dagster's own validation of backfill requests (not just our function)
-        data = sales_day_fiches_backfill.evaluate_tick(ctx)
-        assert len(data.run_requests) == 1
-        subset = data.run_requests[0].asset_graph_subset
-        assert subset is not None
-        expected = {f["id"] for f in generator.fiches_for_day(dt.date.fromisoformat(DAY))}
-        for name in FICHE_CHAIN:
-            keys = set(subset.get_partitions_subset(next(k for k in subset.asset_keys if k.path == [name])).get_partition_keys())
-            assert keys == expected
-        assert data.run_requests[0].tags["auditflow/sales_day"] == DAY
-        # the cursor moved past the materialization: the next tick requests nothing
-        ctx2 = build_sensor_context(instance=instance, repository_def=repo, cursor=data.cursor)
-        assert sales_day_fiches_backfill.evaluate_tick(ctx2).run_requests == []
+def test_sensor_requests_one_backfill_per_new_day(db, dagster_instance):
+    instance = dagster_instance
+    assert materialize([sales_list], partition_key=DAY, instance=instance,
+                       resources={"crm": CrmResource(mode="sample"), "db": DatabaseResource()}).success
+    repo = defs.get_repository_def()
+    ctx = build_sensor_context(instance=instance, repository_def=repo)
+    # evaluate_tick applies Dagster's own validation of backfill requests (not just our function)
+    data = sales_day_fiches_backfill.evaluate_tick(ctx)
+    assert len(data.run_requests) == 1
+    subset = data.run_requests[0].asset_graph_subset
+    assert subset is not None
+    expected = {f["id"] for f in generator.fiches_for_day(dt.date.fromisoformat(DAY))}
+    for name in FICHE_CHAIN:
+        keys = set(subset.get_partitions_subset(next(k for k in subset.asset_keys if k.path == [name])).get_partition_keys())
+        assert keys == expected
+    assert data.run_requests[0].tags["auditflow/sales_day"] == DAY
+    # the cursor moved past the materialization: the next tick requests nothing
+    ctx2 = build_sensor_context(instance=instance, repository_def=repo, cursor=data.cursor)
+    assert sales_day_fiches_backfill.evaluate_tick(ctx2).run_requests == []

@@ -7,7 +7,7 @@ import datetime as dt
 import threading
 
 import pytest
-from dagster import DagsterInstance, materialize
+from dagster import materialize
 from sqlalchemy import select, text
 from starlette.testclient import TestClient
 
@@ -37,24 +37,24 @@ def _materialize_days(instance, first: dt.date, last: dt.date) -> None:
     assert materialize([sales_list], instance=instance, resources=RESOURCES, tags=tags).success
 
 
-def test_31_day_range_with_20_cached_days(client):
-    with DagsterInstance.ephemeral() as instance:
-        _materialize_days(instance, START, START + dt.timedelta(days=19))  # 20 cached days
-        r = client.get("/api/fiches/status/by-date-range", params={"startDate": START.isoformat(), "endDate": END.isoformat()})
-        assert r.status_code == 200, r.text
-        body = r.json()
-        cached_days = progressive.day_list(START, START + dt.timedelta(days=19))
-        assert body["success"] is True and "data" not in body
-        assert body["meta"]["daysCached"] == 20 and body["meta"]["daysRemaining"] == 11
-        assert body["meta"]["cacheCoverage"]["datesWithData"] == cached_days
-        assert body["total"] == sum(len(generator.fiches_for_day(dt.date.fromisoformat(d))) for d in cached_days)
-        job_id = body["meta"]["backgroundJobId"]
-        assert job_id and body["meta"]["partial"] is True
-        # the same request within the window reuses the job
-        again = client.get("/api/fiches/status/by-date-range", params={"startDate": START.isoformat(), "endDate": END.isoformat()}).json()
-        assert again["meta"]["backgroundJobId"] == job_id
-        # the background days arrive (here: materialized in process instead of by the backfill)
-        _materialize_days(instance, START + dt.timedelta(days=20), END)
+def test_31_day_range_with_20_cached_days(client, dagster_instance):
+    instance = dagster_instance
+    _materialize_days(instance, START, START + dt.timedelta(days=19))  # 20 cached days
+    r = client.get("/api/fiches/status/by-date-range", params={"startDate": START.isoformat(), "endDate": END.isoformat()})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    cached_days = progressive.day_list(START, START + dt.timedelta(days=19))
+    assert body["success"] is True and "data" not in body
+    assert body["meta"]["daysCached"] == 20 and body["meta"]["daysRemaining"] == 11
+    assert body["meta"]["cacheCoverage"]["datesWithData"] == cached_days
+    assert body["total"] == sum(len(generator.fiches_for_day(dt.date.fromisoformat(d))) for d in cached_days)
+    job_id = body["meta"]["backgroundJobId"]
+    assert job_id and body["meta"]["partial"] is True
+    # the same request within the window reuses the job
+    again = client.get("/api/fiches/status/by-date-range", params={"startDate": START.isoformat(), "endDate": END.isoformat()}).json()
+    assert again["meta"]["backgroundJobId"] == job_id
+    # the background days arrive (here: materialized in process instead of by the backfill)
+    _materialize_days(instance, START + dt.timedelta(days=20), END)
     job = client.get(f"/api/fiches/jobs/{job_id}").json()["job"]
     assert job["status"] == "complete" and job["progress"] == 100
     assert job["datesRemaining"] == [] and job["datesFailed"] == []

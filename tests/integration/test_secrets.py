@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from dagster import DagsterInstance, materialize
+from dagster import materialize
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -38,9 +38,10 @@ def _leaky_provider() -> Starlette:
     return Starlette(routes=[Route("/audio/{name}", audio), Route("/v1/speech-to-text", stt, methods=["POST"])])
 
 
-def test_provider_failure_leaks_no_secret(db):
+def test_provider_failure_leaks_no_secret(db, dagster_instance):
+    instance = dagster_instance
     fiche_id = next(f["id"] for f in generator.fiches_for_day(generator.parse_fiche_id("920260317000")[0]) if f["recordings"])
-    with DagsterInstance.ephemeral() as instance, serve_app(_leaky_provider()) as base:
+    with serve_app(_leaky_provider()) as base:
         instance.add_dynamic_partitions("fiches", [fiche_id])
         assert materialize([fiche_details], partition_key=fiche_id, instance=instance,
                            resources={"crm": CrmResource(mode="sample"), "db": DatabaseResource()}).success
