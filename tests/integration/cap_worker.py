@@ -1,0 +1,54 @@
+"""One Dagster run in its own process, for the cross-process CRM cap test.
+
+``python -m tests.integration.cap_worker <go-file> details <fiche> [<fiche> …]`` materializes
+``fiche_details`` for those fiche partitions; ``… sales <day> [<day> …]`` materializes
+``sales_list`` for those days. Each worker imports everything, then waits for ``<go-file>`` so all
+workers hit the CRM at the same moment. The CRM is the HTTP gateway named by the environment.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+
+def main(argv: list[str]) -> int:
+    go, kind, *keys = argv
+    from dagster import DagsterInstance, materialize
+
+    from auditflow_dagster.assets.fiches import fiche_details
+    from auditflow_dagster.assets.sales import sales_list
+    from auditflow_dagster.resources.crm import CrmResource
+    from auditflow_dagster.resources.database import DatabaseResource
+
+    resources = {"crm": CrmResource.from_settings(), "db": DatabaseResource()}
+    with DagsterInstance.ephemeral() as instance:
+        if kind == "details":
+            instance.add_dynamic_partitions("fiches", keys)
+        deadline = time.monotonic() + 120
+        while not Path(go).exists():
+            if time.monotonic() > deadline:
+                return 3
+            time.sleep(0.02)
+        ok = True
+        for key in keys if kind == "sales" else [None]:
+            if kind == "sales":
+                result = materialize([sales_list], partition_key=key, instance=instance, resources=resources)
+            else:
+                result = materialize(
+                    [fiche_details],
+                    instance=instance,
+                    resources=resources,
+                    partition_key=keys[0] if len(keys) == 1 else None,
+                    tags=None if len(keys) == 1 else {
+                        "dagster/asset_partition_range_start": keys[0],
+                        "dagster/asset_partition_range_end": keys[-1],
+                    },
+                )
+            ok = ok and result.success
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
