@@ -25,7 +25,7 @@ from api.errors import (
     unexpected_error_handler,
 )
 from api.openapi import DOCUMENT
-from api.routes import audits, fiches, health, progressive, runs
+from api.routes import audits, fiches, health, progressive, realtime, runs
 from api.routes.health import INSTANCE
 from auditflow_dagster.settings import get_settings
 
@@ -88,10 +88,13 @@ def create_app(dagster_url: str | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.dagster = DagsterClient(dagster_url or settings.dagster_graphql_url)
+        app.state.event_bus = None  # created on the first SSE subscriber (api.routes.realtime)
         try:
             yield
         finally:
             await app.state.dagster.aclose()
+            if app.state.event_bus is not None:
+                await app.state.event_bus.aclose()
 
     routes = [
         *health.routes,
@@ -99,6 +102,7 @@ def create_app(dagster_url: str | None = None) -> Starlette:
         *fiches.routes,
         *audits.routes,
         *runs.routes,
+        *realtime.routes,
         Route("/api/openapi.json", openapi),
         Route("/api-docs.json", openapi),
     ]

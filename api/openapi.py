@@ -139,6 +139,29 @@ DOCUMENT: dict[str, Any] = {
                 "responses": {**_ok({"type": "string"}, "text/event-stream", "event stream"), **_err(400, 404, 503)},
             }
         },
+        **{
+            path: {
+                "get": {
+                    "summary": summary,
+                    "parameters": [
+                        *params,
+                        {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"},
+                         "description": "Resume after this events id (a gap sends realtime.reset first)"},
+                        {"name": "last_event_id", "in": "query", "schema": {"type": "string"}},
+                    ],
+                    "responses": {**_ok({"type": "string"}, "text/event-stream", "event stream"), **_err(400)},
+                }
+            }
+            for path, summary, params in [
+                ("/api/realtime/stream", "Domain events of several channels as server-sent events",
+                 [{"name": "channels", "in": "query", "required": True, "schema": {"type": "string"},
+                   "description": "Comma-separated: audit-<id>, fiche-<id>, job-<id>, global (private- prefix accepted)"}]),
+                ("/api/realtime/audits/{key}", "Events of channel audit-<key>", [_path_param("key")]),
+                ("/api/realtime/fiches/{key}", "Events of channel fiche-<key>", [_path_param("key")]),
+                ("/api/realtime/jobs/{key}", "Events of channel job-<key> (progressive fetch, batch)", [_path_param("key")]),
+                ("/api/realtime/global", "Events of the global channel", []),
+            ]
+        },
         "/api/openapi.json": {"get": {"summary": "This document", "responses": _ok({"type": "object"})}},
     },
     "components": {

@@ -1,0 +1,134 @@
+"""Realtime SSE (spec 06 §2.4, §4.9): the ``events`` outbox streamed per logical channel.
+
+``GET /api/realtime/stream?channels=audit-1,fiche-2,job-x,global`` (names with or without the
+legacy ``private-`` prefix) and the shortcuts ``/api/realtime/{audits,fiches,jobs}/{id}`` and
+``/api/realtime/global``. Frames: ``id: <events.id>``, ``event: <name>``, ``data: <payload>``;
+``retry: 3000`` first, ``: ping`` heartbeats. ``Last-Event-ID`` (or ``last_event_id``) resumes
+after that id — on any replica, since the id is the table's; an id older than what the table still
+holds gets ``realtime.reset`` ``{reason:"gap"}`` first so the client refetches. An event on several
+requested channels is sent once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+from starlette.routing import Route
+
+from api.errors import validation_error
+from api.event_bus import EventBus
+from api.sse import SSE_HEADERS, frame, ping, retry
+from auditflow_dagster.settings import get_settings
+
+CHANNEL = re.compile(r"^(?:(?:audit|fiche|job)-[A-Za-z0-9_.:@=-]{1,150}|global)$")
+MAX_CHANNELS = 50
+
+
+def parse_channels(raw: list[str]) -> frozenset[str]:
+    names: list[str] = []
+    for item in raw:
+        for part in item.split(","):
+            part = part.strip()
+            if part.startswith("private-"):
+                part = part[len("private-"):]
+            if not part:
+                continue
+            if not CHANNEL.match(part):
+                raise validation_error(f"Invalid channel name: {part[:200]}")
+            names.append(part)
+    if not names:
+        raise validation_error("Query parameter 'channels' is required (e.g. audit-1,job-x,global)")
+    if len(set(names)) > MAX_CHANNELS:
+        raise validation_error(f"Too many channels (max {MAX_CHANNELS})")
+    return frozenset(names)
+
+
+def _resume_id(request: Request) -> int | None:
+    raw = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+    if not raw:
+        return None
+    if not raw.isdigit() or len(raw) > 18:
+        raise validation_error("Invalid Last-Event-ID")
+    return int(raw)
+
+
+def bus(request: Request) -> EventBus:
+    app = request.app
+    if getattr(app.state, "event_bus", None) is None:
+        app.state.event_bus = EventBus(poll_seconds=max(0.05, get_settings().sse_poll_seconds * 4))
+    return app.state.event_bus
+
+
+async def _stream(request: Request, channels: frozenset[str]) -> StreamingResponse:
+    after = _resume_id(request)
+    event_bus = bus(request)
+    heartbeat = get_settings().sse_heartbeat_seconds
+
+    async def body() -> AsyncIterator[str]:
+        sub = event_bus.subscribe(channels)
+        try:
+            yield retry()
+            async with await EventBus.connect() as conn:
+                sent = after
+                if after is None:  # a fresh subscriber starts live: from the newest row on
+                    cur = await conn.execute("SELECT coalesce(max(id), 0) FROM events")
+                    sent = (await cur.fetchone())[0]
+                else:
+                    cur = await conn.execute("SELECT min(id) FROM events")
+                    oldest = (await cur.fetchone())[0]
+                    if after > 0 and (oldest is None or oldest > after + 1):
+                        yield frame("realtime.reset", {"reason": "gap"})
+                    while True:  # replay what the client missed
+                        rows = await EventBus.rows_after(conn, sent, channels)
+                        for row_id, name, _chans, payload in rows:
+                            yield frame(name, payload, str(row_id))
+                            sent = row_id
+                        if len(rows) < 1000:
+                            break
+            assert sent is not None
+            while True:
+                if await request.is_disconnected():
+                    return
+                if sub.overflowed:
+                    return  # the client reconnects with its Last-Event-ID and replays
+                try:
+                    row_id, name, _chans, payload = await asyncio.wait_for(sub.queue.get(), timeout=heartbeat)
+                except TimeoutError:
+                    yield ping()
+                    continue
+                if row_id <= sent:
+                    continue
+                yield frame(name, payload, str(row_id))
+                sent = row_id
+        finally:
+            event_bus.unsubscribe(sub)
+
+    return StreamingResponse(body(), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+async def stream(request: Request) -> StreamingResponse:
+    return await _stream(request, parse_channels(request.query_params.getlist("channels")))
+
+
+def _shortcut(prefix: str):
+    async def endpoint(request: Request) -> StreamingResponse:
+        return await _stream(request, parse_channels([f"{prefix}-{request.path_params['key']}"]))
+
+    return endpoint
+
+
+async def global_stream(request: Request) -> StreamingResponse:
+    return await _stream(request, frozenset({"global"}))
+
+
+routes = [
+    Route("/api/realtime/stream", stream),
+    Route("/api/realtime/audits/{key}", _shortcut("audit")),
+    Route("/api/realtime/fiches/{key}", _shortcut("fiche")),
+    Route("/api/realtime/jobs/{key}", _shortcut("job")),
+    Route("/api/realtime/global", global_stream),
+]
