@@ -9,7 +9,13 @@ the job finalizes exactly once, with its ``fiches.progressive_fetch.failed`` eve
 
 from __future__ import annotations
 
-from dagster import DefaultSensorStatus, RunsFilter, SensorEvaluationContext, SkipReason, sensor
+from dagster import (
+    DefaultSensorStatus,
+    RunsFilter,
+    SensorEvaluationContext,
+    SkipReason,
+    sensor,
+)
 from sqlalchemy import select
 
 from auditflow_dagster.core.progress_watch import days_to_fail
