@@ -23,14 +23,61 @@ pytestmark = pytest.mark.e2e
 DAY = dt.date(2026, 3, 16)
 
 
+class WebhookReceiver:
+    """A partner's webhook endpoint: verifies both signatures, records every attempt, and fails
+    the very first request once (503) so the retry path is exercised."""
+
+    SECRET = "e2e-partner-secret"
+
+    def __init__(self) -> None:
+        self.received: list[dict] = []
+        self.failed_once = False
+
+    def app(self):
+        from starlette.applications import Starlette
+        from starlette.responses import JSONResponse
+        from starlette.routing import Route
+
+        from auditflow_dagster.core.signing import sign_v1, sign_v2
+
+        async def hook(request):
+            body = await request.body()
+            h = request.headers
+            ts = h.get("x-webhook-timestamp", "")
+            self.received.append({
+                "delivery": h.get("x-webhook-delivery-id"), "attempt": int(h.get("x-webhook-attempt", "0")),
+                "event": h.get("x-webhook-event"), "json": json.loads(body),
+                "v1_ok": h.get("x-webhook-signature") == sign_v1(self.SECRET, body),
+                "v2_ok": h.get("x-webhook-signature-v2") == sign_v2(self.SECRET, ts, body),
+            })
+            if not self.failed_once:
+                self.failed_once = True
+                return JSONResponse({"error": "try later"}, status_code=503)
+            return JSONResponse({"ok": True})
+
+        return Starlette(routes=[Route("/hook", hook, methods=["POST"])])
+
+
 @pytest.fixture(scope="module")
-def stack(databases, tmp_path_factory):
+def receiver():
+    from tests.fakes.server import serve_app
+
+    r = WebhookReceiver()
+    with serve_app(r.app()) as url:
+        r.url = f"{url}/hook"
+        r.origin = url
+        yield r
+
+
+@pytest.fixture(scope="module")
+def stack(databases, tmp_path_factory, receiver):
     from auditflow_dagster.settings import get_settings
     from auditflow_dagster.stack import Stack
 
-    saved = {k: os.environ.get(k) for k in ("AUDITFLOW_CRM", "FICHE_API_BASE_URL")}
+    saved = {k: os.environ.get(k) for k in ("AUDITFLOW_CRM", "FICHE_API_BASE_URL", "WEBHOOK_ALLOWED_ORIGINS")}
     os.environ["AUDITFLOW_CRM"] = "http"
     os.environ.pop("FICHE_API_BASE_URL", None)
+    os.environ["WEBHOOK_ALLOWED_ORIGINS"] = receiver.origin  # the local partner endpoint (loopback)
     get_settings.cache_clear()
     s = Stack(log_dir=tmp_path_factory.mktemp("stack_logs"))
     try:
@@ -133,3 +180,106 @@ def test_fiche_read_fills_the_cache_through_dagster(stack):
     r = httpx.get(f"{stack.api_url}/api/fiches/{unknown}", timeout=90)
     assert r.status_code == 404 and r.json()["success"] is False
     assert httpx.get(f"{stack.api_url}/api/fiches/12ab", timeout=30).status_code == 404
+
+
+RANGE_START = dt.date(2026, 1, 5)
+RANGE_DAYS = [RANGE_START + dt.timedelta(days=i) for i in range(31)]
+MISSING = {RANGE_DAYS[i] for i in (0, 1, 2, 7, 11, 12, 19, 23, 27, 29, 30)}  # 11 missing, 20 cached
+
+
+def _cache_days(days) -> None:
+    """Days the cache already holds, written the way a sales_list run writes them."""
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+    from auditflow_dagster.db import fiches as fiche_db
+    from auditflow_dagster.db.clock import now_utc
+    from auditflow_dagster.db.models import FicheSalesDay
+    from auditflow_dagster.db.session import session_scope
+
+    for day in days:
+        items = generator.sales_list_payload(day, day, True)["fiches"]
+        with session_scope() as s:
+            ids = fiche_db.upsert_sales_list(s, items, sales_date=day.isoformat(), ttl_hours=240)
+            s.execute(pg_insert(FicheSalesDay).values(sales_date=day.isoformat(), crm_count=len(items),
+                                                      cached_count=len(ids), fetched_at=now_utc(), last_error=None))
+
+
+def read_until(url: str, stop_event: str, timeout: float = 120.0) -> list[dict]:
+    frames: list[dict] = []
+    cur: dict = {}
+    deadline = time.monotonic() + timeout
+    with httpx.stream("GET", url, timeout=httpx.Timeout(timeout, read=30.0)) as resp:
+        assert resp.status_code == 200
+        for line in resp.iter_lines():
+            if time.monotonic() > deadline:
+                raise TimeoutError([f["event"] for f in frames])
+            if line == "":
+                if "data" in cur:
+                    frames.append(cur)
+                    if cur["event"] == stop_event:
+                        return frames
+                cur = {}
+            elif not line.startswith(":") and not line.startswith("retry:"):
+                k, _, v = line.partition(": ")
+                cur[k] = json.loads(v) if k == "data" else v
+    return frames
+
+
+def test_progressive_range_job_completes_with_events_and_signed_webhooks(stack, receiver):
+    cached = [d for d in RANGE_DAYS if d not in MISSING]
+    assert len(cached) == 20
+    _cache_days(cached)
+    per_day = {d.isoformat(): len(generator.sales_list_payload(d, d, False)["fiches"]) for d in RANGE_DAYS}
+
+    t0 = time.monotonic()
+    r = httpx.get(f"{stack.api_url}/api/fiches/status/by-date-range",
+                  params={"startDate": RANGE_DAYS[0].isoformat(), "endDate": RANGE_DAYS[-1].isoformat(),
+                          "webhookUrl": receiver.url},
+                  headers={"X-Webhook-Secret": WebhookReceiver.SECRET}, timeout=30)
+    answered = time.monotonic() - t0
+    assert r.status_code == 200, r.text
+    body = r.json()
+    meta = body["meta"]
+    job_id = meta["backgroundJobId"]
+    assert job_id and meta["partial"] is True and meta["complete"] is False
+    assert meta["daysCached"] == 20 and meta["daysRemaining"] == 11
+    assert sorted(meta["cacheCoverage"]["datesMissing"]) == sorted(d.isoformat() for d in MISSING)
+    assert body["total"] == sum(per_day[d.isoformat()] for d in cached)  # cached days answered at once
+    print(f"\nby-date-range (20 of 31 days cached) answered in {answered * 1000:.0f} ms")
+
+    frames = read_until(f"{stack.api_url}/api/realtime/jobs/{job_id}?last_event_id=0",
+                        "fiches.progressive_fetch.complete", timeout=180)
+    names = [f["event"] for f in frames]
+    assert names[0] == "fiches.progressive_fetch.created" and names[-1] == "fiches.progressive_fetch.complete"
+    assert names.count("fiches.progressive_fetch.progress") == 11  # one per fetched day
+    final = frames[-1]["data"]
+    assert final["jobId"] == job_id and final["completedDays"] == 31 and final["progress"] == 100
+    progress = [f["data"]["progress"] for f in frames if f["event"].endswith(".progress")]
+    assert progress == sorted(progress)
+
+    job = httpx.get(f"{stack.api_url}/api/fiches/jobs/{job_id}", timeout=30).json()["job"]
+    assert job["status"] == "complete" and sorted(job["datesAlreadyFetched"]) == [d.isoformat() for d in RANGE_DAYS]
+    assert job["datesFailed"] == [] and job["datesRemaining"] == []
+
+    # webhooks: the complete event arrives signed, after one forced 503 retried with attempt 2
+    deadline = time.monotonic() + 60
+    while not any(x["event"] == "complete" for x in receiver.received[1:]):  # [0] got the forced 503
+        assert time.monotonic() < deadline, receiver.received
+        time.sleep(0.5)
+    got = receiver.received
+    assert all(x["v1_ok"] and x["v2_ok"] for x in got)
+    first = got[0]
+    retried = [x for x in got if x["delivery"] == first["delivery"]]
+    assert [x["attempt"] for x in retried][:2] == [1, 2]  # the attempt header really counts
+    assert retried[0]["json"] == retried[1]["json"] | {"timestamp": retried[0]["json"]["timestamp"]}
+    complete = next(x for x in got if x["event"] == "complete")
+    assert complete["json"]["jobId"] == job_id and complete["json"]["data"]["completedDays"] == 31
+    deliveries = httpx.get(f"{stack.api_url}/api/fiches/jobs/{job_id}", timeout=30).json()["job"]["webhookDeliveries"]
+    assert deliveries and all(d["status"] == "sent" for d in deliveries)
+
+    # the range is now fully cached: answered at once, no job
+    r = httpx.get(f"{stack.api_url}/api/fiches/status/by-date-range",
+                  params={"startDate": RANGE_DAYS[0].isoformat(), "endDate": RANGE_DAYS[-1].isoformat()}, timeout=30)
+    again = r.json()
+    assert again["meta"]["complete"] is True and again["meta"]["backgroundJobId"] is None
+    assert again["total"] == sum(per_day.values())
