@@ -30,7 +30,7 @@ from auditflow_dagster.assets.sales import sales_list
 from auditflow_dagster.db import fiches as fiche_db
 from auditflow_dagster.db.clock import now_utc
 from auditflow_dagster.db.events import emit
-from auditflow_dagster.db.locks import global_slot
+from auditflow_dagster.db.locks import advisory_lock, global_slot
 from auditflow_dagster.partitions import (
     fiches_partitions,
 )
@@ -97,6 +97,15 @@ def fiche_details(
     keys = list(context.partition_keys)
 
     async def one(client: Any, fiche_id: str) -> tuple[str, str]:
+        # one fetch per fiche at a time, system-wide (spec 01 §2.6): a second run waits, then
+        # usually finds the row fresh (or in cooldown) and answers from the cache
+        async with advisory_lock(f"fiche-fetch:{fiche_id}", timeout_seconds=300) as held:
+            if not held:
+                context.log.error("fiche %s: another run held its fetch lock for 5 minutes", fiche_id)
+                return fiche_id, "failed"
+            return await fetch_one(client, fiche_id)
+
+    async def fetch_one(client: Any, fiche_id: str) -> tuple[str, str]:
         tracking = config.audit_tracking_ids.get(fiche_id)
 
         def completed(s, from_cache: bool) -> None:

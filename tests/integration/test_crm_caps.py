@@ -89,3 +89,25 @@ def test_caps_hold_across_eight_concurrent_fiche_runs(crm_gateway, tmp_path):
         assert len(rows) == 24 and not any(fiches.is_sales_list_only(r) for r in rows)
         days = s.scalar(select(func.count(func.distinct(FicheCache.sales_date))).where(FicheCache.sales_date.in_(DAYS)))
     assert days == len(DAYS)
+
+
+def test_one_fetch_per_fiche_across_processes(crm_gateway, tmp_path):
+    """Three runs want the same uncached fiche at once: the CRM is asked once, the others read it."""
+    fiche_id = generator.sales_list_payload(dt.date(2026, 1, 20), dt.date(2026, 1, 20), False)["fiches"][0]["id"]
+    go = tmp_path / "go"
+    env = {**os.environ, "AUDITFLOW_CRM": "http", "FICHE_API_BASE_URL": f"{crm_gateway}/api"}
+    procs = [subprocess.Popen([sys.executable, "-m", "tests.integration.cap_worker", str(go), "details", fiche_id],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(3)]
+    try:
+        time.sleep(1.0)
+        httpx.delete(f"{crm_gateway}/__stats")
+        go.touch()
+        outputs = [p.communicate(timeout=240)[0].decode(errors="replace") for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, out in zip(procs, outputs):
+        assert p.returncode == 0, out[-3000:]
+    stats = httpx.get(f"{crm_gateway}/__stats").json()
+    assert stats["requests"] == 1 and stats["max_in_flight"]["details"] == 1, stats
