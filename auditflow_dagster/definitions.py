@@ -32,6 +32,7 @@ from auditflow_dagster.resources.database import DatabaseResource
 from auditflow_dagster.resources.llm import LlmResource
 from auditflow_dagster.resources.stt import SttResource
 from auditflow_dagster.sensors.day_pipeline import sales_day_fiches_backfill
+from auditflow_dagster.sensors.lifecycle import partition_lifecycle
 from auditflow_dagster.sensors.progress import progressive_fetch_watchdog
 from auditflow_dagster.sensors.webhooks import webhook_deliveries_sensor
 from auditflow_dagster.resources.notifier import NotifierResource
@@ -86,7 +87,7 @@ def build_definitions() -> Definitions:
         asset_checks=[audit_summary_matches_rows],
         jobs=[audit_fiche_job, fetch_fiche_job, sales_day_job],
         schedules=[daily_sales_schedule],
-        sensors=[sales_day_fiches_backfill, webhook_deliveries_sensor, progressive_fetch_watchdog],
+        sensors=[sales_day_fiches_backfill, webhook_deliveries_sensor, progressive_fetch_watchdog, partition_lifecycle],
         executor=in_process_executor,
         resources={
             "crm": CrmResource.from_settings(settings),

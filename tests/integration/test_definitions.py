@@ -27,7 +27,8 @@ def test_jobs_schedules_sensors_checks():
     assert [s.name for s in repo.schedule_defs] == ["sales_day_schedule"]
     assert repo.schedule_defs[0].cron_schedule == "0 6 * * *"
     assert repo.schedule_defs[0].execution_timezone == "Europe/Paris"
-    assert {"sales_day_fiches_backfill", "webhook_deliveries_sensor", "progressive_fetch_watchdog"} <= {s.name for s in repo.sensor_defs}
+    assert {"sales_day_fiches_backfill", "webhook_deliveries_sensor", "progressive_fetch_watchdog",
+            "partition_lifecycle"} <= {s.name for s in repo.sensor_defs}
     assert {c.name for c in defs.resolve_asset_graph().asset_check_keys} == {"audit_summary_matches_rows"}
     assert set(repo.get_top_level_resources()) >= {"crm", "stt", "llm", "db"}
 
