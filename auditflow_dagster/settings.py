@@ -142,6 +142,11 @@ class Settings(BaseSettings):
     progressive_fetch_webhook_frequency: int = Field(
         default=5, validation_alias=_env("PROGRESSIVE_FETCH_WEBHOOK_FREQUENCY")
     )
+    #: ``by-date-range?refresh=true`` re-reads only days not read from the CRM within this window
+    #: (spec 01 §3: legacy had no cooldown, so a refresh loop hammered the CRM). 0 disables.
+    range_refresh_cooldown_ms: int = Field(
+        default=300_000, ge=0, validation_alias=_env("AUDITFLOW_RANGE_REFRESH_COOLDOWN_MS")
+    )
     api_base_url: str = Field(default="http://localhost:3002", validation_alias=_env("API_BASE_URL"))
     webhook_allowed_origins: str = Field(default="", validation_alias=_env("WEBHOOK_ALLOWED_ORIGINS"))
     webhook_max_attempts: int = Field(default=3, validation_alias=_env("WEBHOOK_MAX_ATTEMPTS"))

@@ -113,7 +113,12 @@ async def by_date_range(request: Request) -> JSONResponse:
                     "items": progressive.range_items(s, days)}
         covered = progressive.days_with_data(s, days)
         cached = [d for d in days if d in covered]
-        remaining = list(days) if refresh else [d for d in days if d not in covered]
+        if refresh:  # re-read every day, except days the CRM answered for moments ago
+            fresh = progressive.recently_fetched(
+                s, days, dt.timedelta(milliseconds=settings.range_refresh_cooldown_ms))
+            remaining = [d for d in days if d not in fresh]
+        else:
+            remaining = [d for d in days if d not in covered]
         job = None
         if remaining:
             job = progressive.create_job(s, start=s_key, end=e_key, days=days, cached=cached, remaining=remaining,

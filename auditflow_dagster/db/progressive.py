@@ -68,6 +68,17 @@ def days_with_data(session: Session, days: list[str]) -> set[str]:
     return marked | with_rows
 
 
+def recently_fetched(session: Session, days: list[str], within: dt.timedelta) -> set[str]:
+    """Days read successfully from the CRM within ``within`` (the range-refresh cooldown)."""
+    if not days or within <= dt.timedelta(0):
+        return set()
+    return set(session.scalars(
+        select(FicheSalesDay.sales_date).where(
+            FicheSalesDay.sales_date.in_(days), FicheSalesDay.last_error.is_(None),
+            FicheSalesDay.fetched_at > now_utc() - within)
+    ))
+
+
 def count_fiches(session: Session, start: str, end: str) -> int:
     return session.scalar(
         select(func.count()).select_from(FicheCache).where(FicheCache.sales_date >= start, FicheCache.sales_date <= end)
@@ -146,7 +157,8 @@ def create_job(
     webhook_secret_sealed: str | None,
 ) -> ProgressiveFetchJob:
     total = len(days)
-    done = [] if refresh else cached
+    left = set(remaining)
+    done = [d for d in days if d not in left]  # cached days, or (refresh) days read moments ago
     job = ProgressiveFetchJob(
         id="job_" + uuid.uuid4().hex[:24],
         start_date=start,
@@ -154,7 +166,7 @@ def create_job(
         status="processing",
         total_days=total,
         completed_days=len(done),
-        progress=0 if refresh else round(100 * len(done) / max(1, total)),
+        progress=round(100 * len(done) / max(1, total)),
         total_fiches=count_fiches(session, start, end),
         dates_already_fetched=done,
         dates_remaining=remaining,

@@ -137,3 +137,18 @@ def test_zero_sale_day_counts_as_covered(client):
         s.add(FicheSalesDay(sales_date=day, crm_count=0, cached_count=0))
     r = client.get("/api/fiches/status/by-date-range", params={"startDate": day, "endDate": day}).json()
     assert r["meta"]["complete"] is True and r["meta"]["backgroundJobId"] is None
+
+
+def test_refresh_rereads_only_days_not_read_moments_ago(client, dagster_instance):
+    """``refresh=true`` revalidates the range, but a day the CRM answered within the cooldown is not
+    asked again (spec 01 §3: the legacy refresh had no cooldown)."""
+    _materialize_days(dagster_instance, START, START + dt.timedelta(days=4))  # 5 days read just now
+    with session_scope() as s:  # two of them were read an hour ago
+        s.execute(text("UPDATE fiche_sales_days SET fetched_at = now() - interval '1 hour' "
+                       "WHERE sales_date IN ('2026-01-01', '2026-01-02')"))
+    params = {"startDate": START.isoformat(), "endDate": (START + dt.timedelta(days=4)).isoformat(), "refresh": "true"}
+    body = client.get("/api/fiches/status/by-date-range", params=params).json()
+    assert body["meta"]["cacheCoverage"]["datesMissing"] == ["2026-01-01", "2026-01-02"]
+    job = client.get(f"/api/fiches/jobs/{body['meta']['backgroundJobId']}").json()["job"]
+    assert job["datesRemaining"] == ["2026-01-01", "2026-01-02"] and job["progress"] == 60
+    assert body["total"] == sum(len(generator.fiches_for_day(START + dt.timedelta(days=i))) for i in range(5))
