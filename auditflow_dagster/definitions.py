@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import warnings
-from zoneinfo import ZoneInfo
 
 from dagster import BetaWarning
 
@@ -12,13 +10,9 @@ from dagster import BetaWarning
 warnings.filterwarnings("ignore", category=BetaWarning)
 
 from dagster import (
-    DefaultScheduleStatus,
     Definitions,
-    RunRequest,
-    ScheduleEvaluationContext,
     define_asset_job,
     in_process_executor,
-    schedule,
 )
 
 from auditflow_dagster.assets.audits import audit_step_results, audits
@@ -26,16 +20,21 @@ from auditflow_dagster.assets.checks import audit_summary_matches_rows
 from auditflow_dagster.assets.fiches import fiche_details
 from auditflow_dagster.assets.sales import sales_list
 from auditflow_dagster.assets.transcripts import transcripts
-from auditflow_dagster.partitions import fiches_partitions, sales_days
+from auditflow_dagster.partitions import fiches_partitions
 from auditflow_dagster.resources.crm import CrmResource
 from auditflow_dagster.resources.database import DatabaseResource
 from auditflow_dagster.resources.llm import LlmResource
+from auditflow_dagster.resources.notifier import NotifierResource
 from auditflow_dagster.resources.stt import SttResource
+from auditflow_dagster.schedules import (
+    daily_sales_schedule,
+    revalidation_schedule,
+    sales_day_job,
+)
 from auditflow_dagster.sensors.day_pipeline import sales_day_fiches_backfill
 from auditflow_dagster.sensors.lifecycle import partition_lifecycle
 from auditflow_dagster.sensors.progress import progressive_fetch_watchdog
 from auditflow_dagster.sensors.webhooks import webhook_deliveries_sensor
-from auditflow_dagster.resources.notifier import NotifierResource
 from auditflow_dagster.settings import get_settings
 
 FICHE_ASSETS = [fiche_details, transcripts, audit_step_results, audits]
@@ -58,35 +57,13 @@ fetch_fiche_job = define_asset_job(
     description="Fetch and cache the full CRM details of one fiche.",
 )
 
-sales_day_job = define_asset_job(
-    "sales_day",
-    selection=[sales_list],
-    partitions_def=sales_days,
-    executor_def=in_process_executor,
-    description="Cache one day's CRM sales list and register its fiches.",
-)
-
-@schedule(
-    job=sales_day_job,
-    cron_schedule="0 6 * * *",
-    execution_timezone="Europe/Paris",
-    name="sales_day_schedule",
-    default_status=DefaultScheduleStatus.RUNNING,
-    description="Every morning, yesterday's sales list (the day sensor then audits its fiches).",
-)
-def daily_sales_schedule(context: ScheduleEvaluationContext) -> RunRequest:
-    """Targets the previous business day of the tick, so a late or replayed tick is still exact."""
-    day = (context.scheduled_execution_time.astimezone(ZoneInfo("Europe/Paris")).date() - dt.timedelta(days=1)).isoformat()
-    return RunRequest(run_key=f"sales-day-{day}", partition_key=day, tags={"auditflow/trigger": "schedule"})
-
-
 def build_definitions() -> Definitions:
     settings = get_settings()
     return Definitions(
         assets=[sales_list, *FICHE_ASSETS],
         asset_checks=[audit_summary_matches_rows],
         jobs=[audit_fiche_job, fetch_fiche_job, sales_day_job],
-        schedules=[daily_sales_schedule],
+        schedules=[daily_sales_schedule, revalidation_schedule],
         sensors=[sales_day_fiches_backfill, webhook_deliveries_sensor, progressive_fetch_watchdog, partition_lifecycle],
         executor=in_process_executor,
         resources={

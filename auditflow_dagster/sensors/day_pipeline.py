@@ -22,6 +22,7 @@ from sqlalchemy import select
 
 from auditflow_dagster.db.models import FicheCache
 from auditflow_dagster.db.session import session_scope
+from auditflow_dagster.schedules import CACHE_ONLY_TRIGGERS
 
 FICHE_CHAIN = ["fiche_details", "transcripts", "audit_step_results", "audits"]
 
@@ -55,8 +56,8 @@ def sales_day_fiches_backfill(context: SensorEvaluationContext) -> SensorResult 
         day = rec.partition_key
         if rec.run_id not in skipped_runs:
             run = context.instance.get_run_by_id(rec.run_id)
-            # a progressive fetch only fills the cache for the frontend; it does not audit
-            skipped_runs[rec.run_id] = bool(run and run.tags.get("auditflow/trigger") == "progressive_fetch")
+            # progressive fetches and revalidations only fill the cache; they do not audit
+            skipped_runs[rec.run_id] = bool(run and run.tags.get("auditflow/trigger") in CACHE_ONLY_TRIGGERS)
         if skipped_runs[rec.run_id]:
             continue
         keys = [k for k in day_fiche_ids(day) if k in known] if day else []

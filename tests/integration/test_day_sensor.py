@@ -38,3 +38,15 @@ def test_sensor_requests_one_backfill_per_new_day(db, dagster_instance):
     # the cursor moved past the materialization: the next tick requests nothing
     ctx2 = build_sensor_context(instance=instance, repository_def=repo, cursor=data.cursor)
     assert sales_day_fiches_backfill.evaluate_tick(ctx2).run_requests == []
+
+
+def test_cache_only_runs_are_not_audited(db, dagster_instance):
+    """Revalidation and progressive-fetch runs refresh the cache; auditing a day twice would bill twice."""
+    instance = dagster_instance
+    resources = {"crm": CrmResource(mode="sample"), "db": DatabaseResource()}
+    for trigger in ("revalidation", "progressive_fetch"):
+        assert materialize([sales_list], partition_key=DAY, instance=instance, resources=resources,
+                           tags={"auditflow/trigger": trigger}).success
+    ctx = build_sensor_context(instance=instance, repository_def=defs.get_repository_def())
+    data = sales_day_fiches_backfill.evaluate_tick(ctx)
+    assert data.run_requests == [] and data.cursor  # seen, skipped, and the cursor moved on

@@ -24,9 +24,10 @@ def test_asset_graph_is_one_lineage():
 def test_jobs_schedules_sensors_checks():
     repo = defs.get_repository_def()
     assert {j.name for j in repo.get_all_jobs() if not j.name.startswith("__")} == {"audit_fiche", "fetch_fiche", "sales_day"}
-    assert [s.name for s in repo.schedule_defs] == ["sales_day_schedule"]
-    assert repo.schedule_defs[0].cron_schedule == "0 6 * * *"
-    assert repo.schedule_defs[0].execution_timezone == "Europe/Paris"
+    schedules = {s.name: s for s in repo.schedule_defs}
+    assert sorted(schedules) == ["sales_day_schedule", "sales_revalidation_schedule"]
+    assert schedules["sales_day_schedule"].cron_schedule == "0 6 * * *"
+    assert all(s.execution_timezone == "Europe/Paris" for s in schedules.values())
     assert {"sales_day_fiches_backfill", "webhook_deliveries_sensor", "progressive_fetch_watchdog",
             "partition_lifecycle"} <= {s.name for s in repo.sensor_defs}
     assert {c.name for c in defs.resolve_asset_graph().asset_check_keys} == {"audit_summary_matches_rows"}
