@@ -4,6 +4,7 @@ strict path/query parsing, and the per-app Dagster client."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import re
 from collections.abc import Callable
@@ -51,3 +52,21 @@ def path_int(request: Request, name: str, label: str | None = None) -> int:
 
 def dagster(request: Request) -> DagsterClient:
     return request.app.state.dagster
+
+
+def query_single(request: Request, name: str) -> str | None:
+    """A query parameter given at most once (a repeated one is a 400, not a silent pick)."""
+    values = request.query_params.getlist(name)
+    if len(values) > 1:
+        raise validation_error(f"Query parameter '{name}' must be given once")
+    return values[0] if values else None
+
+
+def query_date(value: str, name: str) -> dt.date:
+    """A strict ``YYYY-MM-DD`` calendar date; impossible dates (2026-02-30) are a 400 too."""
+    if not YMD.match(value):
+        raise validation_error(f"Invalid {name} format, expected YYYY-MM-DD")
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise validation_error(f"Invalid {name}: {value} is not a calendar date") from None

@@ -7,13 +7,12 @@ The API never calls the CRM itself: a details read that the cache cannot answer 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from api.common import DIGITS, YMD, dagster, db_call
+from api.common import DIGITS, dagster, db_call, query_date, query_single
 from api.dagster_client import TERMINAL_STATUSES, DagsterUnavailable
 from api.errors import ApiError, not_found, validation_error
 from auditflow_dagster.db import fiches as fiche_db
@@ -22,16 +21,10 @@ DETAILS_WAIT_SECONDS = 60.0
 
 
 async def status_by_date(request: Request) -> JSONResponse:
-    values = request.query_params.getlist("date")
-    if len(values) != 1:
+    day = query_single(request, "date")
+    if day is None:
         raise validation_error("Query parameter 'date' is required (YYYY-MM-DD)")
-    day = values[0]
-    if not YMD.match(day):
-        raise validation_error("Invalid date format, expected YYYY-MM-DD")
-    try:
-        dt.date.fromisoformat(day)
-    except ValueError:
-        raise validation_error(f"Invalid date: {day}") from None
+    query_date(day, "date")
     items = await db_call(lambda s: fiche_db.status_by_date(s, day))
     return JSONResponse({"success": True, "data": {"date": day, "total": len(items), "fiches": items}})
 

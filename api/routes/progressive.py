@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from api.common import YMD, dagster, db_call
+from api.common import dagster, db_call, query_date, query_single
 from api.dagster_client import DagsterUnavailable
 from api.errors import validation_error
 from auditflow_dagster.db import progressive
@@ -24,22 +24,6 @@ from auditflow_dagster.settings import get_settings
 
 STALE_DISPATCH = dt.timedelta(minutes=10)
 JOB_STATUSES = ("pending", "processing", "complete", "failed")
-
-
-def _single(request: Request, name: str) -> str | None:
-    values = request.query_params.getlist(name)
-    if len(values) > 1:
-        raise validation_error(f"Query parameter '{name}' must be given once")
-    return values[0] if values else None
-
-
-def _date(value: str, name: str) -> dt.date:
-    if not YMD.match(value):
-        raise validation_error(f"Invalid {name} format, expected YYYY-MM-DD")
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise validation_error(f"Invalid {name}: {value} is not a calendar date") from None
 
 
 def _check_webhook_url(url: str) -> None:
@@ -67,11 +51,11 @@ async def _dispatch(request: Request, job_id: str, days: list[str]) -> None:
 
 async def by_date_range(request: Request) -> JSONResponse:
     settings = get_settings()
-    start_raw, end_raw = _single(request, "startDate"), _single(request, "endDate")
+    start_raw, end_raw = query_single(request, "startDate"), query_single(request, "endDate")
     if start_raw is None or end_raw is None:
         raise validation_error("Query parameters 'startDate' and 'endDate' are required (YYYY-MM-DD)")
-    refresh = _single(request, "refresh") == "true"
-    start, end = _date(start_raw, "startDate"), _date(end_raw, "endDate")
+    refresh = query_single(request, "refresh") == "true"
+    start, end = query_date(start_raw, "startDate"), query_date(end_raw, "endDate")
     if start > end:
         raise validation_error("startDate must be on or before endDate")
     span = (end - start).days + 1
@@ -82,8 +66,8 @@ async def by_date_range(request: Request) -> JSONResponse:
         )
     today = progressive.business_today()
     end = min(end, today)
-    webhook_url = _single(request, "webhookUrl")
-    webhook_secret = request.headers.get("x-webhook-secret") or _single(request, "webhookSecret")
+    webhook_url = query_single(request, "webhookUrl")
+    webhook_secret = request.headers.get("x-webhook-secret") or query_single(request, "webhookSecret")
     base: dict[str, Any] = {"success": True, "startDate": start.isoformat(), "endDate": end.isoformat()}
     if start > today:
         return JSONResponse({**base, "endDate": end_raw, "total": 0, "fiches": [], "meta": {
@@ -150,7 +134,7 @@ async def by_date_range(request: Request) -> JSONResponse:
 
 
 async def polling(request: Request) -> JSONResponse:
-    job_id = _single(request, "jobId")
+    job_id = query_single(request, "jobId")
     if not job_id:
         raise validation_error("Query parameter 'jobId' is required")
 
@@ -165,10 +149,10 @@ async def polling(request: Request) -> JSONResponse:
 
 
 async def list_jobs(request: Request) -> JSONResponse:
-    status = _single(request, "status")
+    status = query_single(request, "status")
     if status is not None and status not in JOB_STATUSES:
         raise validation_error(f"Invalid status (one of {', '.join(JOB_STATUSES)})")
-    limit_raw = _single(request, "limit") or "20"
+    limit_raw = query_single(request, "limit") or "20"
     if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= 10_000:
         raise validation_error("Invalid limit")
     limit = min(int(limit_raw), 200)

@@ -20,6 +20,16 @@ from auditflow_dagster.db.models import AuditConfig, AuditStep
 BUNDLED_CHECKLIST = Path(__file__).resolve().parents[1] / "sample" / "checklist.json"
 
 
+#: The step attributes shared by the table row and the spec (same names on both sides).
+STEP_FIELDS = ("position", "name", "description", "prompt", "control_points", "keywords", "severity_level",
+               "is_critical", "chronological_important", "weight", "verify_product_info")
+
+
+def step_fields(step: Any) -> dict[str, Any]:
+    """Copy a step's fields between :class:`AuditStep` rows and :class:`AuditStepSpec` (lists copied)."""
+    return {f: list(v) if isinstance(v := getattr(step, f), (list, tuple)) else v for f in STEP_FIELDS}
+
+
 def import_config(session: Session, spec: AuditConfigSpec, *, created_by: str | None = None) -> AuditConfig:
     """Insert a config and its steps atomically (the caller's transaction)."""
     row = AuditConfig(
@@ -34,22 +44,7 @@ def import_config(session: Session, spec: AuditConfigSpec, *, created_by: str | 
     session.add(row)
     session.flush()
     for s in spec.steps:
-        session.add(
-            AuditStep(
-                audit_config_id=row.id,
-                name=s.name,
-                description=s.description,
-                prompt=s.prompt,
-                control_points=list(s.control_points),
-                keywords=list(s.keywords),
-                severity_level=s.severity_level,
-                is_critical=s.is_critical,
-                position=s.position,
-                chronological_important=s.chronological_important,
-                weight=s.weight,
-                verify_product_info=s.verify_product_info,
-            )
-        )
+        session.add(AuditStep(audit_config_id=row.id, **step_fields(s)))
     session.flush()
     return row
 
@@ -72,22 +67,7 @@ def load_config(session: Session, config_id: int) -> tuple[AuditConfig, AuditCon
         is_active=row.is_active,
         run_automatically=row.run_automatically,
         extra=row.extra or {},
-        steps=[
-            AuditStepSpec(
-                position=s.position,
-                name=s.name,
-                description=s.description,
-                prompt=s.prompt,
-                control_points=list(s.control_points),
-                keywords=list(s.keywords),
-                severity_level=s.severity_level,
-                is_critical=s.is_critical,
-                chronological_important=s.chronological_important,
-                weight=s.weight,
-                verify_product_info=s.verify_product_info,
-            )
-            for s in steps
-        ],
+        steps=[AuditStepSpec(**step_fields(s)) for s in steps],
     )
     return row, spec
 
