@@ -57,12 +57,22 @@ fetch_fiche_job = define_asset_job(
     description="Fetch and cache the full CRM details of one fiche.",
 )
 
+#: Transcription on demand (spec 02 §5.1 ``transcribe_fiche``): a details refresh, then the transcripts.
+transcribe_fiche_job = define_asset_job(
+    "transcribe_fiche",
+    selection=[fiche_details, transcripts],
+    partitions_def=fiches_partitions,
+    executor_def=in_process_executor,
+    description="Refresh the fiche's details (recording URLs may be re-signed), then transcribe its recordings.",
+)
+
+
 def build_definitions() -> Definitions:
     settings = get_settings()
     return Definitions(
         assets=[sales_list, *FICHE_ASSETS],
         asset_checks=[audit_summary_matches_rows],
-        jobs=[audit_fiche_job, fetch_fiche_job, sales_day_job],
+        jobs=[audit_fiche_job, fetch_fiche_job, transcribe_fiche_job, sales_day_job],
         schedules=[daily_sales_schedule, revalidation_schedule],
         sensors=[sales_day_fiches_backfill, webhook_deliveries_sensor, progressive_fetch_watchdog, partition_lifecycle],
         executor=in_process_executor,

@@ -23,7 +23,7 @@ def test_asset_graph_is_one_lineage():
 
 def test_jobs_schedules_sensors_checks():
     repo = defs.get_repository_def()
-    assert {j.name for j in repo.get_all_jobs() if not j.name.startswith("__")} == {"audit_fiche", "fetch_fiche", "sales_day"}
+    assert {j.name for j in repo.get_all_jobs() if not j.name.startswith("__")} == {"audit_fiche", "fetch_fiche", "transcribe_fiche", "sales_day"}
     schedules = {s.name: s for s in repo.schedule_defs}
     assert sorted(schedules) == ["sales_day_schedule", "sales_revalidation_schedule"]
     assert schedules["sales_day_schedule"].cron_schedule == "0 6 * * *"
