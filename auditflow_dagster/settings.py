@@ -90,6 +90,14 @@ class Settings(BaseSettings):
     transcription_max_recordings_per_fiche: int = Field(
         default=50, validation_alias=_env("TRANSCRIPTION_MAX_RECORDINGS_PER_FICHE")
     )
+    transcription_progress_frequency: int = Field(
+        default=3, ge=1, validation_alias=_env("TRANSCRIPTION_PROGRESS_WEBHOOK_FREQUENCY")
+    )
+    #: How long a run waits for another run that is transcribing the same recording (its provider
+    #: call and retries), before reporting the recording failed for this run.
+    transcription_lock_wait_seconds: float = Field(
+        default=900.0, validation_alias=_env("TRANSCRIPTION_MAX_WAIT_SECONDS")
+    )
     stt_concurrency: int = Field(default=4, validation_alias=_env("AUDITFLOW_STT_CONCURRENCY"))
     transcription_per_fiche_concurrency: int = Field(
         default=3, validation_alias=_env("TRANSCRIPTION_RECORDING_PER_FICHE_CONCURRENCY")

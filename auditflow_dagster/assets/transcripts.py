@@ -1,10 +1,11 @@
 """``transcripts[fiche]``: every recording of each fiche transcribed once (spec 02 §5).
 
-Per recording: a Postgres advisory lock (two runs never pay twice for the same audio), a re-check
-of ``has_transcription`` under the lock, a global STT slot, then one provider call — the STT
-client owns the only retry loop — and one transaction storing the chunks.
+Per recording: a Postgres advisory lock (two runs never pay twice for the same audio; a second run
+waits for the first and then finds the transcript stored), a re-check of ``has_transcription``
+under the lock, a global STT slot, then one provider call — the STT client owns the only retry
+loop — and one transaction storing the chunks. A run killed mid-fiche keeps every transcript it
+stored; its retry transcribes only the rest. Every ``transcription.*`` event carries the run id.
 """
-
 
 import time
 from typing import Any
@@ -53,45 +54,81 @@ def _public_url(url: str) -> str:
 def transcripts(context: AssetExecutionContext, stt: SttResource, db: DatabaseResource) -> MaterializeResult:
     settings = get_settings()
     keys = list(context.partition_keys)
-    client = stt.client()
+    run_id = context.run_id
+    priority = context.run.tags.get("auditflow/priority", "normal")
 
     async def fiche(fiche_id: str) -> dict[str, Any]:
         started = time.monotonic()
 
-        def plan(s) -> tuple[int | None, list[tuple[int, str, str]], int]:
+        def plan(s) -> tuple[int | None, list[tuple[int, str, str, int]], int]:
             row = fiche_db.get_row(s, fiche_id)
             if row is None:
                 return None, [], 0
             recs = fiche_db.recordings_of(s, row.id)
-            todo = [(r.id, r.call_id, r.recording_url) for r in recs if not r.has_transcription]
+            todo = [(r.id, r.call_id, r.recording_url, r.duration_seconds or 0) for r in recs if not r.has_transcription]
             total, already = len(recs), len(recs) - len(todo)
             emit(s, "transcription.status_check", {
                 "fiche_id": fiche_id, "total_recordings": total, "already_transcribed": already,
-                "needs_transcription": len(todo), "is_complete": not todo, "status": "checked"})
-            emit(s, "transcription.started", {
-                "fiche_id": fiche_id, "total_recordings": total, "priority": "normal",
-                "started_at": iso(now_utc()), "status": "started"})
+                "needs_transcription": len(todo), "is_complete": not todo, "status": "checked", "run_id": run_id})
+            if total <= settings.transcription_max_recordings_per_fiche:
+                emit(s, "transcription.started", {
+                    "fiche_id": fiche_id, "total_recordings": total, "priority": priority,
+                    "started_at": iso(now_utc()), "status": "started", "run_id": run_id})
             return row.id, todo, total
 
         cache_id, todo, total = await in_tx(plan)
         if cache_id is None:
-            return {"fiche_id": fiche_id, "total": 0, "transcribed": 0, "cached": 0, "failed": 0, "skipped": "not cached"}
-        if total > settings.transcription_max_recordings_per_fiche:
             await in_tx(lambda s: emit(s, "transcription.failed", {
-                "fiche_id": fiche_id, "error": f"too many recordings ({total})", "failed_at": iso(now_utc()),
-                "status": "failed", "partial_results": {"total": total, "transcribed": total - len(todo), "failed": 0}}))
+                "fiche_id": fiche_id, "error": "Fiche not cached (details fetch failed or fiche not found)",
+                "failed_at": iso(now_utc()), "status": "failed", "run_id": run_id,
+                "partial_results": {"total": 0, "transcribed": 0, "failed": 0}}))
+            return {"fiche_id": fiche_id, "total": 0, "transcribed": 0, "cached": 0, "failed": 0,
+                    "audio_seconds": 0, "skipped": "not cached"}
+        if total > settings.transcription_max_recordings_per_fiche:
+            # the guardrail is explicit and visible (spec 02 §5.2 step 4, PROPOSED failed event)
+            await in_tx(lambda s: emit(s, "transcription.failed", {
+                "fiche_id": fiche_id, "error": f"too_many_recordings ({total} > "
+                f"{settings.transcription_max_recordings_per_fiche}, TRANSCRIPTION_MAX_RECORDINGS_PER_FICHE)",
+                "failed_at": iso(now_utc()), "status": "failed", "run_id": run_id,
+                "partial_results": {"total": total, "transcribed": total - len(todo), "failed": 0}}))
+            context.log.warning("fiche %s: %s recordings, over the per-fiche limit; not transcribed", fiche_id, total)
             return {"fiche_id": fiche_id, "total": total, "transcribed": 0, "cached": 0, "failed": 0,
-                    "skipped": "too_many_recordings"}
+                    "audio_seconds": 0, "skipped": "too_many_recordings"}
+        progress = {"processed": 0, "failed": 0}
 
-        async def recording(item: tuple[int, int, str, str]) -> str:
-            index, rec_id, call_id, url = item
-            base = {"fiche_id": fiche_id, "call_id": call_id, "recording_index": index, "total_to_transcribe": len(todo)}
-            async with advisory_lock(f"transcription:recording:{fiche_id}:{call_id}", wait=False) as held:
-                if not held:
-                    return "cached"  # another run is transcribing it right now
+        def report_progress(s, counts: dict[str, int]) -> None:
+            """Every N processed recordings and after the last one (spec 02 §5.4, failures excluded)."""
+            done = counts["processed"]
+            if done % settings.transcription_progress_frequency and done != len(todo):
+                return
+            transcribed = total - len(todo) + done - counts["failed"]
+            emit(s, "transcription.progress", {
+                "fiche_id": fiche_id, "total_recordings": total, "transcribed": transcribed,
+                "pending": max(0, total - transcribed), "failed": counts["failed"],
+                "progress_percentage": round(100 * transcribed / total) if total else 0,
+                "status": "in_progress", "run_id": run_id})
+
+        async def recording(item: tuple[int, int, str, str, int]) -> str:
+            index, rec_id, call_id, url, _ = item
+            base = {"fiche_id": fiche_id, "call_id": call_id, "recording_index": index,
+                    "total_to_transcribe": len(todo), "run_id": run_id}
+            outcome = await transcribe_one(rec_id, call_id, url, base)
+            progress["processed"] += 1  # counted on the event loop: no two reports see the same count
+            progress["failed"] += outcome == "failed"
+            snapshot = dict(progress)
+            await in_tx(lambda s: report_progress(s, snapshot))
+            return outcome
+
+        async def transcribe_one(rec_id: int, call_id: str, url: str, base: dict[str, Any]) -> str:
+            lock = f"transcription:recording:{fiche_id}:{call_id}"
+            async with advisory_lock(lock, timeout_seconds=settings.transcription_lock_wait_seconds) as held:
+                if not held:  # another run has been at it for too long; do not pay a second time
+                    msg = "Recording is being transcribed by another run (lock wait timed out)"
+                    await in_tx(lambda s: emit(s, "transcription.recording_failed", {**base, "error": msg, "status": "failed"}))
+                    return "failed"
                 done = await in_tx(lambda s: s.scalar(select(Recording.has_transcription).where(Recording.id == rec_id)))
                 if done:
-                    return "cached"
+                    return "cached"  # stored by the run that held the lock before us
                 if not url:
                     await in_tx(lambda s: emit(s, "transcription.recording_failed", {
                         **base, "error": "No recording URL available", "status": "failed"}))
@@ -114,38 +151,31 @@ def transcripts(context: AssetExecutionContext, stt: SttResource, db: DatabaseRe
                     emit(s, "transcription.recording_completed", {
                         **base, "transcription_id": result.transcription_id, "status": "completed"})
 
-                await in_tx(store)
+                await in_tx(store)  # the paid result is committed before anything else can fail
                 return "transcribed"
 
-        items = [(i, rid, cid, url) for i, (rid, cid, url) in enumerate(todo, start=1)]
+        items = [(i, rid, cid, url, secs) for i, (rid, cid, url, secs) in enumerate(todo, start=1)]
         outcomes = await bounded_gather(settings.transcription_per_fiche_concurrency, items, recording)
         failed = outcomes.count("failed")
         transcribed = total - failed  # already done + newly done (spec 02 §5.4, failures excluded)
-
-        def finish(s) -> None:
-            emit(s, "transcription.progress", {
-                "fiche_id": fiche_id, "total_recordings": total, "transcribed": transcribed,
-                "pending": max(0, total - transcribed), "failed": failed,
-                "progress_percentage": round(100 * transcribed / total) if total else 0, "status": "in_progress"})
-            emit(s, "transcription.completed", {
-                "fiche_id": fiche_id, "total_recordings": total, "transcribed": transcribed, "failed": failed,
-                "duration_seconds": round(time.monotonic() - started), "completed_at": iso(now_utc()),
-                "status": "completed"})
-
-        await in_tx(finish)
+        await in_tx(lambda s: emit(s, "transcription.completed", {
+            "fiche_id": fiche_id, "total_recordings": total, "transcribed": transcribed, "failed": failed,
+            "duration_seconds": round(time.monotonic() - started), "completed_at": iso(now_utc()),
+            "status": "completed", "run_id": run_id}))
         return {"fiche_id": fiche_id, "total": total, "transcribed": outcomes.count("transcribed"),
-                "cached": total - len(todo) + outcomes.count("cached"), "failed": failed}
+                "cached": total - len(todo) + outcomes.count("cached"), "failed": failed,
+                "audio_seconds": sum(it[4] for it, o in zip(items, outcomes) if o == "transcribed")}
+
+    client: Any = None
 
     async def main() -> list[dict[str, Any]]:
-        try:
+        nonlocal client
+        async with stt.client() as client:  # one connection pool for the whole run
             return await bounded_gather(settings.fiche_concurrency, keys, fiche)
-        finally:
-            close = getattr(client, "aclose", None)
-            if close is not None:
-                await close()
 
     results = run_async(main)
-    totals = {k: sum(r[k] for r in results) for k in ("total", "transcribed", "cached", "failed")}
+    totals = {k: sum(r[k] for r in results) for k in ("total", "transcribed", "cached", "failed", "audio_seconds")}
+    skipped = [r for r in results if r.get("skipped")]
     return MaterializeResult(
         metadata={
             "fiches": len(keys),
@@ -153,10 +183,13 @@ def transcripts(context: AssetExecutionContext, stt: SttResource, db: DatabaseRe
             "newly_transcribed": totals["transcribed"],
             "already_transcribed": totals["cached"],
             "failed": totals["failed"],
+            "skipped_fiches": len(skipped),
+            "audio_minutes_transcribed": round(totals["audio_seconds"] / 60, 1),
             "per_fiche": MetadataValue.md(
                 markdown_table(
-                    ["fiche", "recordings", "new", "cached", "failed"],
-                    [[r["fiche_id"], r["total"], r["transcribed"], r["cached"], r["failed"]] for r in results[:200]],
+                    ["fiche", "recordings", "new", "cached", "failed", "note"],
+                    [[r["fiche_id"], r["total"], r["transcribed"], r["cached"], r["failed"], r.get("skipped", "")]
+                     for r in results[:200]],
                 )
             ),
         }

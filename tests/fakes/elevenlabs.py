@@ -7,6 +7,7 @@ query strings are accepted and recorded); ``GET /redirect/{name}`` redirects to 
 
 from __future__ import annotations
 
+import asyncio
 import email.parser
 import email.policy
 import threading
@@ -65,9 +66,11 @@ def provider_body(transcription_id: str | None = "tr_fake_0001") -> dict[str, An
 
 
 class FakeElevenLabs:
-    def __init__(self, api_key: str = "xi-test-key-123456") -> None:
+    def __init__(self, api_key: str = "xi-test-key-123456", *, any_audio: bool = False, stt_delay: float = 0.0) -> None:
         self.api_key = api_key
         self.audio: dict[str, bytes] = {"call.mp3": FAKE_AUDIO, "empty.mp3": b""}
+        self.any_audio = any_audio  # serve FAKE_AUDIO for every other name too
+        self.stt_delay = stt_delay  # seconds each successful transcription takes
         self.uploads: list[dict[str, Any]] = []
         self.downloads: list[dict[str, Any]] = []
         self.stt_script: deque[Reply] = deque()
@@ -94,7 +97,7 @@ class FakeElevenLabs:
             scripted = self.download_script.popleft() if self.download_script else None
         if scripted:
             return await scripted.render()
-        data = self.audio.get(request.path_params["name"])
+        data = self.audio.get(request.path_params["name"], FAKE_AUDIO if self.any_audio else None)
         if data is None:
             return Response(b"<Error><Code>NoSuchKey</Code></Error>", status_code=404, media_type="application/xml")
         return Response(data, media_type="audio/mpeg")
@@ -120,4 +123,6 @@ class FakeElevenLabs:
             return await scripted.render()
         if "file" not in fields or fields.get("model_id", {}).get("value") is None:
             return JSONResponse({"detail": {"status": "invalid_request", "message": "file and model_id required"}}, status_code=422)
+        if self.stt_delay:
+            await asyncio.sleep(self.stt_delay)
         return JSONResponse(self.response_body)

@@ -2,7 +2,8 @@
 
 ``python -m tests.integration.cap_worker <go-file> details <fiche> [<fiche> …]`` materializes
 ``fiche_details`` for those fiche partitions; ``… sales <day> [<day> …]`` materializes
-``sales_list`` for those days. Each worker imports everything, then waits for ``<go-file>`` so all
+``sales_list`` for those days; ``… transcripts <fiche>`` materializes ``transcripts`` (the STT
+provider named by the environment). Each worker imports everything, then waits for ``<go-file>`` so all
 workers hit the CRM at the same moment. The CRM is the HTTP gateway named by the environment.
 """
 
@@ -19,12 +20,14 @@ def main(argv: list[str]) -> int:
 
     from auditflow_dagster.assets.fiches import fiche_details
     from auditflow_dagster.assets.sales import sales_list
+    from auditflow_dagster.assets.transcripts import transcripts
     from auditflow_dagster.resources.crm import CrmResource
     from auditflow_dagster.resources.database import DatabaseResource
+    from auditflow_dagster.resources.stt import SttResource
 
-    resources = {"crm": CrmResource.from_settings(), "db": DatabaseResource()}
+    resources = {"crm": CrmResource.from_settings(), "db": DatabaseResource(), "stt": SttResource.from_settings()}
     with DagsterInstance.ephemeral() as instance:
-        if kind == "details":
+        if kind in ("details", "transcripts"):
             instance.add_dynamic_partitions("fiches", keys)
         deadline = time.monotonic() + 120
         while not Path(go).exists():
@@ -32,6 +35,8 @@ def main(argv: list[str]) -> int:
                 return 3
             time.sleep(0.02)
         ok = True
+        if kind == "transcripts":
+            return 0 if materialize([transcripts], partition_key=keys[0], instance=instance, resources=resources).success else 1
         for key in keys if kind == "sales" else [None]:
             if kind == "sales":
                 result = materialize([sales_list], partition_key=key, instance=instance, resources=resources)
