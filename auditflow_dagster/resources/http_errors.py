@@ -8,10 +8,43 @@ from __future__ import annotations
 
 import email.utils
 import errno as _errno
+import logging
+import re
 import time
 from datetime import timezone
 
 import httpx
+
+_URL_QUERY = re.compile(r"(https?://[^\s?#\"'<>]+)\?[^\s#\"'<>]*")
+
+
+def redact_url_queries(text: str) -> str:
+    """``https://host/a.mp3?X-Amz-Signature=…`` → ``https://host/a.mp3?<redacted>``: signed URLs
+    carry their credential in the query string."""
+    return _URL_QUERY.sub(r"\1?<redacted>", text)
+
+
+class RedactUrlQueries(logging.Filter):
+    """Log filter for the HTTP libraries: httpx logs every request URL at INFO (signed recording
+    URLs included), so the query string is cut from the record before any handler sees it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = redact_url_queries(message)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+        return True
+
+
+def install_log_redaction() -> None:
+    """Idempotent: attach :class:`RedactUrlQueries` to the loggers of the HTTP stack."""
+    for name in ("httpx", "httpcore", "openai", "openai._base_client"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactUrlQueries) for f in logger.filters):
+            logger.addFilter(RedactUrlQueries())
+
+
+install_log_redaction()
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:

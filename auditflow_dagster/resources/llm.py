@@ -20,8 +20,11 @@ from pydantic import Field, ValidationError
 
 from auditflow_dagster.core.audit_config import AuditConfigSpec, AuditStepSpec
 from auditflow_dagster.core.audit_output import StepAnalysis, step_analysis_json_schema
+from auditflow_dagster.resources.http_errors import install_log_redaction
 from auditflow_dagster.resources.secrets import resolve_secret, secret_field_value
 from auditflow_dagster.settings import normalize_secret
+
+install_log_redaction()  # the OpenAI SDK logs request URLs through httpx
 
 logger = logging.getLogger(__name__)
 

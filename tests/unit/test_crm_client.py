@@ -403,3 +403,15 @@ def test_sample_client_serves_generator_payloads() -> None:
         assert details["success"] is True
     with pytest.raises(CrmNotFound):
         asyncio.run(SampleCrmClient().fiche_details("999999999999999"))
+
+
+def test_http_library_logs_never_carry_url_query_strings(caplog: pytest.LogCaptureFixture) -> None:
+    """httpx logs each request URL at INFO; signed recording URLs must not reach any log handler."""
+    import logging
+
+    from auditflow_dagster.resources.http_errors import redact_url_queries
+
+    caplog.set_level(logging.DEBUG)
+    logging.getLogger("httpx").info('HTTP Request: GET %s "HTTP/1.1 200 OK"', "https://s3.example/a/b.mp3?X-Amz-Signature=abc123&x=1")
+    assert "abc123" not in caplog.text and "https://s3.example/a/b.mp3?<redacted>" in caplog.text
+    assert redact_url_queries("see http://h:8/p?q=1#frag and https://x/y") == "see http://h:8/p?<redacted>#frag and https://x/y"
