@@ -309,3 +309,30 @@ def test_excerpt_caps_top_chunks_with_minimum_of_ten():
     assert labels == [(1, n) for n in expected]
     wide = _chunk_labels(excerpt_text(tl, _step(), max_chunks=40))
     assert len(wide) > len(labels)
+
+
+# --------------------------------------------------------------------------- stability (issue 4)
+
+_speaker = st.sampled_from(["speaker_0", "speaker_1", None])
+_word = st.builds(lambda t, s, spk, kind: {"text": t, "start": s, "end": s + 0.3, "type": kind, "speaker_id": spk},
+                  st.text(alphabet="abcdéè ,.", min_size=1, max_size=8), st.floats(0, 3600), _speaker,
+                  st.sampled_from(["word", "word", "spacing", "audio_event"]))
+
+
+@given(st.lists(st.lists(_word, max_size=40), min_size=1, max_size=4), st.data())
+def test_timeline_is_deterministic_and_a_new_untranscribed_recording_moves_nothing(word_lists, data):
+    """The same stored rows give byte-identical text, and chunk coordinates (call_id, chunk_index,
+    text) do not move when an untranscribed or URL-less recording appears among them."""
+    recs = [rec(f"90000000000000000{i}", chunks=chunk_words(words), start=dt.datetime(2025, 1, 1, 9, i))
+            for i, words in enumerate(word_lists)]
+    tl = build_timeline(recs)
+    assert timeline_text(tl) == timeline_text(build_timeline([dict(r) for r in recs]))
+    newcomer = data.draw(st.sampled_from([rec("1234", has=False, chunks=STORED), rec("5678", url="", chunks=STORED)]))
+    spot = data.draw(st.integers(0, len(recs)))
+    tl2 = build_timeline(recs[:spot] + [newcomer] + recs[spot:])
+
+    def coords(t):
+        return [(r["call_id"], c["chunk_index"], c["full_text"]) for r in t for c in r["chunks"]]
+
+    assert coords(tl2) == coords(tl)
+    assert [r["recording_index"] for r in tl2] == list(range(len(tl2)))
