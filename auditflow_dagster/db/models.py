@@ -790,3 +790,23 @@ SECTION_MODELS: dict[str, Any] = {
         FicheCacheMailDevisGarantieSubcategory, FicheCacheMailDevisSubcategoryItem, FicheCacheMailDevisNote,
     )
 }
+
+
+# --------------------------------------------------------------------------------------------
+# Transcription batch dedup (spec 02 §5.6)
+# --------------------------------------------------------------------------------------------
+
+
+class TranscriptionRequest(Base):
+    """Rewrite: the claim of ``POST /api/transcriptions/batch`` for one fiche and one UTC day
+    (``dedup_key`` = ``transcribe-<fiche_id>-<YYYY-MM-DD>``). Inserted with ON CONFLICT DO NOTHING
+    before the launch, so concurrent batches launch a fiche once; ``run_id`` is set once the
+    Dagster run is launched, and a claim whose launch failed is deleted (a retry launches)."""
+
+    __tablename__ = "transcription_requests"
+    __table_args__ = (Index("ix_transcription_requests_created_at", "created_at"),)
+    dedup_key: Mapped[str] = mapped_column(Text, primary_key=True)
+    fiche_id: Mapped[str] = mapped_column(Text, nullable=False)
+    run_id: Mapped[str | None] = mapped_column(Text)
+    priority: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
