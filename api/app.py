@@ -25,7 +25,16 @@ from api.errors import (
     unexpected_error_handler,
 )
 from api.openapi import DOCUMENT
-from api.routes import audits, fiches, health, progressive, realtime, runs
+from api.routes import (
+    audits,
+    fiches,
+    health,
+    progressive,
+    realtime,
+    recordings,
+    runs,
+    transcriptions,
+)
 from api.routes.health import INSTANCE
 from auditflow_dagster.settings import get_settings
 
@@ -101,6 +110,8 @@ def create_app(dagster_url: str | None = None) -> Starlette:
         *progressive.routes,  # before /api/fiches/{fiche_id}
         *fiches.routes,
         *audits.routes,
+        *recordings.routes,
+        *transcriptions.routes,  # /batch before /{fiche_id}
         *runs.routes,
         *realtime.routes,
         Route("/api/openapi.json", openapi),

@@ -50,6 +50,13 @@ def path_int(request: Request, name: str, label: str | None = None) -> int:
     return int(value)
 
 
+def authorize(request: Request, permission: str, fiche_ids: list[str] | None = None) -> None:
+    """The one place for auth (issue 8, spec 06 §4): ``permission`` (``recordings.read``,
+    ``transcriptions.write``…) and, for fiche-linked routes, the fiche scope of its grant
+    (ALL / GROUP / SELF; an uncached fiche is out of a non-ALL scope → 403). Routes call it once,
+    before reading or launching anything. Not enforced yet: every caller is allowed."""
+
+
 def dagster(request: Request) -> DagsterClient:
     return request.app.state.dagster
 

@@ -33,7 +33,8 @@ DOCUMENT: dict[str, Any] = {
     "info": {
         "title": "AuditFlow API",
         "version": "2.3.0",
-        "description": "Call-centre compliance audits on Dagster: fiches, audits, and run event streams (SSE).",
+        "description": "Call-centre compliance audits on Dagster: fiches, recordings, transcriptions, audits, "
+                       "and run event streams (SSE).",
     },
     "paths": {
         "/health": {"get": {"summary": "Liveness", "responses": _ok({"$ref": "#/components/schemas/Health"})}},
@@ -127,6 +128,127 @@ DOCUMENT: dict[str, Any] = {
                                                                        "data": {"type": "object"}}}), **_err(400, 404)},
             }
         },
+        "/api/recordings/{fiche_id}": {
+            "get": {
+                "summary": "The fiche's recording rows (camelCase, start_time ASC NULLS LAST, id ASC)",
+                "parameters": [_path_param("fiche_id", r"^\d+$")],
+                "responses": {**_ok({"type": "object", "properties": {
+                    "success": {"type": "boolean"},
+                    "data": {"type": "array", "items": {"$ref": "#/components/schemas/RecordingRow"}},
+                    "count": {"type": "integer"}}}), **_err(400, 404)},
+            }
+        },
+        "/api/transcriptions/batch": {
+            "post": {
+                "summary": "Queue the transcription of several fiches; a fiche is launched at most once per UTC day "
+                           "(a same-day repeat returns the run id of the first launch)",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["fiche_ids"],
+                    "properties": {
+                        "fiche_ids": {"type": "array", "minItems": 1, "maxItems": 500,
+                                      "items": {"type": "string", "pattern": r"^\d+$"}},
+                        "priority": {"type": "string", "enum": ["high", "normal", "low"], "default": "normal"}}}}}},
+                "responses": {**_ok({"type": "object", "properties": {
+                    "success": {"type": "boolean"}, "message": {"type": "string"},
+                    "fiche_ids": {"type": "array", "items": {"type": "string"}},
+                    "event_ids": {"type": "array", "items": {"type": "string"},
+                                  "description": "Dagster run ids, in fiche_ids order"}}}), **_err(400, 503)},
+            }
+        },
+        "/api/transcriptions/{fiche_id}": {
+            "post": {
+                "summary": "Queue the transcription of one fiche (Dagster job transcribe_fiche: details refresh, "
+                           "then transcripts)",
+                "parameters": [
+                    _path_param("fiche_id", r"^\d+$"),
+                    {"name": "priority", "in": "query", "schema": {"type": "string"},
+                     "description": "high or low; anything else means normal"},
+                ],
+                "responses": {**_ok({"type": "object", "properties": {
+                    "success": {"type": "boolean"}, "message": {"type": "string"}, "fiche_id": {"type": "string"},
+                    "event_id": {"type": "string", "description": "Dagster run id"}}}), **_err(404, 503)},
+            }
+        },
+        "/api/transcriptions/{fiche_id}/status": {
+            "get": {
+                "summary": "Transcription counts and per-recording state of a cached fiche",
+                "parameters": [_path_param("fiche_id", r"^\d+$")],
+                "responses": {**_ok({"type": "object", "properties": {
+                    "success": {"type": "boolean"},
+                    "data": {"type": "object", "properties": {
+                        "ficheId": {"type": "string"}, "total": {"type": "integer"},
+                        "transcribed": {"type": "integer"},
+                        "pending": {"type": "integer", "description": "total - transcribed (failures, missing URLs)"},
+                        "percentage": {"type": "integer"},
+                        "missingUrl": {"type": "integer", "description": "recordings without a URL"},
+                        "recordings": {"type": "array", "items": {"type": "object", "properties": {
+                            "callId": {"type": "string"}, "hasTranscription": {"type": "boolean"},
+                            "transcriptionId": {"type": "string", "nullable": True},
+                            "transcribedAt": {"type": "string", "nullable": True},
+                            "recordingDate": {"type": "string", "nullable": True, "description": "DD/MM/YYYY"},
+                            "recordingTime": {"type": "string", "nullable": True, "description": "HH:MM"},
+                            "durationSeconds": {"type": "integer", "nullable": True}}}}}}}}),
+                              **_err(400, 404)},
+            }
+        },
+        "/api/transcriptions/{fiche_id}/recordings/{call_id}": {
+            "get": {
+                "summary": "One recording's stored transcription",
+                "description": "404 `Recording not found`, `No transcription available for this recording` or "
+                               "`Transcription data not found in DB`.",
+                "parameters": [_path_param("fiche_id", r"^\d+$"), _path_param("call_id")],
+                "responses": {**_ok({"type": "object", "properties": {
+                    "success": {"type": "boolean"},
+                    "data": {"type": "object", "properties": {
+                        "call_id": {"type": "string"}, "recording_url": {"type": "string"},
+                        "duration_seconds": {"type": "integer", "nullable": True},
+                        "transcription_id": {"type": "string", "nullable": True},
+                        "transcription": {"type": "object", "properties": {
+                            "text": {"type": "string"}, "language_code": {"type": "string"},
+                            "language_probability": {"type": "number"},
+                            "words": {"type": "array", "items": {"type": "object"}, "description": "may be []"}}},
+                        "has_transcription": {"type": "boolean", "enum": [True]}}}}}), **_err(400, 404)},
+            }
+        },
+        "/api/transcriptions/{fiche_id}/logs": {
+            "get": {
+                "summary": "The fiche's transcription.* events (durable workflow log), oldest first",
+                "parameters": [
+                    _path_param("fiche_id", r"^\d+$"),
+                    {"name": "run_id", "in": "query", "schema": {"type": "string"}, "description": "Dagster run id"},
+                    {"name": "trace_id", "in": "query", "schema": {"type": "string"},
+                     "description": "legacy alias of run_id (echoed back)"},
+                    {"name": "level", "in": "query", "schema": {"type": "string", "enum": ["info", "error"]},
+                     "description": "error = *failed events"},
+                    {"name": "since", "in": "query", "schema": {"type": "string", "format": "date-time"}},
+                    {"name": "until", "in": "query", "schema": {"type": "string", "format": "date-time"}},
+                    {"name": "limit", "in": "query",
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 200}},
+                    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}},
+                ],
+                "responses": {**_ok({"type": "object", "properties": {
+                    "success": {"type": "boolean"},
+                    "data": {"type": "array", "items": {"type": "object", "properties": {
+                        "id": {"type": "string"}, "event": {"type": "string"},
+                        "level": {"type": "string", "enum": ["info", "error"]}, "payload": {"type": "object"},
+                        "createdAt": {"type": "string"}}}},
+                    "count": {"type": "integer"}, "trace_id": {"type": "string"},
+                    "limit": {"type": "integer"}, "offset": {"type": "integer"}}}), **_err(400)},
+            }
+        },
+        "/api/transcriptions/{fiche_id}/timeline": {
+            "get": {
+                "summary": "The timeline the audit engine reads (transcribed recordings with a URL, their chunks) "
+                           "and its prompt-mode text",
+                "parameters": [_path_param("fiche_id", r"^\d+$")],
+                "responses": {**_ok({"type": "object", "properties": {
+                    "success": {"type": "boolean"},
+                    "data": {"type": "object", "properties": {
+                        "ficheId": {"type": "string"},
+                        "recordings": {"type": "array", "items": {"$ref": "#/components/schemas/TimelineRecording"}},
+                        "text": {"type": "string"}}}}}), **_err(400, 404)},
+            }
+        },
         "/api/runs/{run_id}/events": {
             "get": {
                 "summary": "A Dagster run's events as server-sent events; ends after the terminal run event",
@@ -200,6 +322,38 @@ DOCUMENT: dict[str, Any] = {
                         "totalDaysRequested": {"type": "integer"}, "daysFetched": {"type": "integer"},
                         "daysRemaining": {"type": "integer"}, "daysCached": {"type": "integer"},
                         "cacheCoverage": {"type": "object"}}},
+                },
+            },
+            "RecordingRow": {
+                "type": "object",
+                "description": "A recordings row, camelCase; ids as strings, instants ISO with ms and Z",
+                "properties": {
+                    **{k: {"type": "string"} for k in ("id", "ficheCacheId", "callId", "recordingUrl")},
+                    **{k: {"type": "string", "nullable": True} for k in (
+                        "recordingDate", "recordingTime", "fromNumber", "toNumber", "uuid", "direction", "startTime",
+                        "transcriptionId", "transcriptionText", "transcriptionLanguageCode", "transcribedAt")},
+                    "answered": {"type": "boolean", "nullable": True},
+                    "durationSeconds": {"type": "integer", "nullable": True},
+                    "transcriptionData": {"type": "object", "nullable": True},
+                    "transcriptionLanguageProbability": {"type": "number", "nullable": True},
+                    "hasTranscription": {"type": "boolean"},
+                    "createdAt": {"type": "string"}, "updatedAt": {"type": "string"},
+                },
+            },
+            "TimelineRecording": {
+                "type": "object",
+                "properties": {
+                    "recording_index": {"type": "integer", "description": "0-based among kept recordings"},
+                    "call_id": {"type": "string"}, "start_time": {"type": "string"},
+                    "duration_seconds": {"type": "number"}, "recording_url": {"type": "string"},
+                    "recording_date": {"type": "string"}, "recording_time": {"type": "string"},
+                    "from_number": {"type": "string"}, "to_number": {"type": "string"},
+                    "total_chunks": {"type": "integer"},
+                    "chunks": {"type": "array", "items": {"type": "object", "properties": {
+                        "chunk_index": {"type": "integer"}, "start_timestamp": {"type": "number"},
+                        "end_timestamp": {"type": "number"}, "message_count": {"type": "integer"},
+                        "speakers": {"type": "array", "items": {"type": "string"}},
+                        "full_text": {"type": "string"}}}},
                 },
             },
             "AuditQueued": {
