@@ -1,0 +1,398 @@
+"""Fast, faithful population of the fiche cache for benchmarks.
+
+Why not the write path itself
+-----------------------------
+Measured on the 2-core bench machine against its local PostgreSQL 15: ``write_full_details`` costs
+~17.5 ms per fiche in its own transaction, plus ~3.3 ms for the ``upsert_sales_list`` that precedes
+it in production and ~1.5 ms to generate the payload, i.e. ~37 minutes for 100,000 fiches. Too
+slow for a benchmark setup, so this module bulk-loads the *end state* of the production path.
+
+What it writes
+--------------
+For every day (``per_day`` fiches, ids ``generator.fiche_id_for(day, i)``, 40 per day like the
+synthetic CRM) exactly the rows that production leaves behind after the day's ``sales_list`` run
+(``upsert_sales_list`` + the ``fiche_sales_days`` marker that makes the day count as cached for
+``by-date-range``) followed by one ``fiche_details`` run per fiche (``write_full_details``):
+
+* ``fiche_cache``: columns computed as ``write_full_details`` does over a list-only row (sales date
+  of the list, ``cle`` from the details or else the list, ``raw_data`` = the normalized remainder,
+  ``recordings_count`` = details recordings, ``last_revalidated_at`` set by the list);
+* every ``fiche_cache_*`` section row from :func:`core.fiche_sections.normalize_details` — the same
+  pure function the write path uses — with the same parent/child links, the same per-table id order
+  and the same JSONB ``None`` → ``'null'`` encoding SQLAlchemy applies;
+* ``recordings`` merged like ``upsert_recordings`` (list first, then details, never blanking);
+* one ``fiche_sales_days`` row per day.
+
+A share of the fiches (``mail_devis_share``, default 10 %) is written as if it had been read once
+with ``include_mail_devis=true`` (payload with ``mail_devis``), the rest without — the default read.
+
+How
+---
+Worker processes (one per core) generate + normalize a batch of days, take contiguous id blocks
+per table from shared counters, and ``COPY`` the rows into the indexed tables (so index shapes are
+those of row-by-row inserts), one transaction per batch. Sequences are then moved past the loaded
+ids and the tables are ``VACUUM (ANALYZE)``d (what autovacuum would do after such a load).
+
+Checked, not assumed
+--------------------
+:func:`verify_against_write_path` takes a sample of loaded fiches, re-creates them through the real
+``upsert_sales_list`` + ``write_full_details`` inside a transaction that is rolled back, and
+compares every column (as text, so JSON ``null`` ≠ SQL ``NULL``) of every table, plus the rebuilt
+read payload. The bench refuses to run when they differ.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import multiprocessing as mp
+import os
+import sys
+import time
+from collections import defaultdict
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+from sqlalchemy.dialects.postgresql import JSONB
+
+from auditflow_dagster.core import fiche_sections as fs
+from auditflow_dagster.core.recordings import enrich_recording
+from auditflow_dagster.db.models import SECTION_MODELS, FicheCache, FicheSalesDay, Recording
+from auditflow_dagster.sample import generator as gen
+
+ONE_TO_ONE = {*fs.ONE_TO_ONE_SECTIONS.values(), "fiche_cache_mail_devis"}
+MODELS: dict[str, Any] = {"fiche_cache": FicheCache, **SECTION_MODELS, "recordings": Recording}
+PARENT: dict[str, tuple[str, str] | None] = {
+    "fiche_cache": None, **fs.PARENT_FK, "recordings": ("fiche_cache", "fiche_cache_id")}
+
+
+def _topological() -> list[str]:
+    order: list[str] = []
+
+    def visit(t: str) -> None:
+        if t in order:
+            return
+        p = PARENT[t]
+        if p:
+            visit(p[0])
+        order.append(t)
+
+    for t in PARENT:
+        visit(t)
+    return order
+
+
+TABLE_ORDER = _topological()
+JSONB_COLS = {t: {c.name for c in m.__table__.columns if isinstance(c.type, JSONB)} for t, m in MODELS.items()}
+HAS_UPDATED = {t for t, m in MODELS.items() if "updated_at" in m.__table__.columns}
+REC_TEXT = ("recording_url", "recording_date", "recording_time", "from_number", "to_number", "uuid", "direction")
+
+
+def has_mail_devis(fiche_id: str, share: float) -> bool:
+    """Deterministic choice of the fiches stored with their mail devis."""
+    return int(hashlib.blake2b(fiche_id.encode(), digest_size=8).hexdigest(), 16) % 10_000 < round(share * 10_000)
+
+
+def day_plan(n_fiches: int, per_day: int, last_day: dt.date) -> list[tuple[dt.date, int]]:
+    """``(day, count)`` oldest first, ``per_day`` fiches a day ending on ``last_day`` (the oldest
+    day takes the remainder)."""
+    full, rest = divmod(n_fiches, per_day)
+    days = [per_day] * full + ([rest] if rest else [])
+    days.reverse()  # the partial day (if any) is the oldest
+    first = last_day - dt.timedelta(days=len(days) - 1)
+    return [(first + dt.timedelta(days=k), c) for k, c in enumerate(days)]
+
+
+# --------------------------------------------------------------------------------------------
+# Rows of one fiche (pure; mirrors upsert_sales_list → write_full_details on a fresh database)
+# --------------------------------------------------------------------------------------------
+
+
+class Batch:
+    """Rows per table as ``(parent local id, values)``; a row's local id is its list index."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, list[tuple[int | None, dict[str, Any]]]] = defaultdict(list)
+
+    def add(self, table: str, parent: int | None, values: dict[str, Any]) -> int:
+        lst = self.rows[table]
+        lst.append((parent, values))
+        return len(lst) - 1
+
+
+def _add_section_row(batch: Batch, table: str, parent: int, row: dict[str, Any], now: dt.datetime) -> None:
+    values = {k: v for k, v in row.items() if k != "children"}
+    values["created_at"] = now
+    if table in HAS_UPDATED:
+        values["updated_at"] = now
+    lid = batch.add(table, parent, values)
+    for child in fs.CHILD_TABLES.get(table, []):
+        for c in (row.get("children") or {}).get(child, []):
+            _add_section_row(batch, child, lid, c, now)
+
+
+def _merge_recordings(list_recs: list[Any], detail_recs: list[Any]) -> list[dict[str, Any]]:
+    """``upsert_recordings`` applied to the list's recordings, then to the details' ones."""
+    merged: dict[str, dict[str, Any]] = {}
+    for raw in [*list_recs, *detail_recs]:
+        if not isinstance(raw, dict):
+            continue
+        rec = enrich_recording(raw)
+        if rec is None:
+            continue
+        new = {
+            "call_id": rec["call_id"],
+            "recording_url": rec["recording_url"] or "",
+            "recording_date": rec.get("recording_date") or None,
+            "recording_time": rec.get("recording_time") or None,
+            "from_number": rec.get("from_number") or None,
+            "to_number": rec.get("to_number") or None,
+            "uuid": rec.get("uuid") or None,
+            "direction": rec.get("direction") or None,
+            "answered": rec.get("answered") if isinstance(rec.get("answered"), bool) else None,
+            "start_time": rec.get("start_time"),
+            "duration_seconds": rec.get("duration_seconds"),
+            "has_transcription": False,
+        }
+        old = merged.get(new["call_id"])
+        if old is None:
+            merged[new["call_id"]] = new
+            continue
+        for k in REC_TEXT:
+            old[k] = new[k] if new[k] not in (None, "") else old[k]
+        for k in ("answered", "start_time", "duration_seconds"):
+            old[k] = new[k] if new[k] is not None else old[k]
+    return list(merged.values())
+
+
+def add_fiche(batch: Batch, item: dict[str, Any], payload: dict[str, Any], day: str, now: dt.datetime,
+              ttl_hours: int) -> None:
+    fiche_id = str(item["id"])
+    normalized = fs.normalize_details(payload, fiche_id)
+    f = normalized["fiche"]
+    recordings = payload.get("recordings") if isinstance(payload.get("recordings"), list) else []
+    lid = batch.add("fiche_cache", None, {
+        "fiche_id": fiche_id,
+        "groupe": f["groupe"],
+        "agence_nom": f["agence_nom"],
+        "prospect_nom": f["prospect_nom"],
+        "prospect_prenom": f["prospect_prenom"],
+        "prospect_email": f["prospect_email"],
+        "prospect_tel": f["prospect_tel"],
+        "sales_date": day,
+        "cle": f["cle"] or item.get("cle") or None,
+        "details_success": f["details_success"],
+        "details_message": f["details_message"],
+        "raw_data": dict(f["raw_data"]),
+        "has_recordings": bool(recordings),
+        "recordings_count": len(recordings),
+        "fetched_at": now,
+        "expires_at": now + dt.timedelta(hours=ttl_hours),
+        "last_revalidated_at": now,
+        "created_at": now,
+        "updated_at": now,
+    })
+    sections = normalized["sections"]
+    for table in fs.SECTION_TABLES:
+        if table not in sections:  # mail devis not in the payload
+            continue
+        v = sections[table]
+        rows = ([v] if v is not None else []) if table in ONE_TO_ONE else (v or [])
+        for r in rows:
+            _add_section_row(batch, table, lid, r, now)
+    for rec in _merge_recordings(item.get("recordings") or [], recordings):
+        batch.add("recordings", lid, {**rec, "created_at": now, "updated_at": now})
+
+
+# --------------------------------------------------------------------------------------------
+# Worker processes: build a batch of days, take id blocks, COPY
+# --------------------------------------------------------------------------------------------
+
+_W: dict[str, Any] = {}
+
+
+def _init_worker(url: str, counters: Any, lock: Any, ttl_hours: int, share: float) -> None:
+    _W.update(conn=psycopg.connect(url), counters=counters, lock=lock, ttl=ttl_hours, share=share)
+
+
+def _copy_batch(conn: psycopg.Connection, batch: Batch, bases: dict[str, int]) -> None:
+    with conn.cursor() as cur:
+        for table in TABLE_ORDER:
+            rows = batch.rows.get(table)
+            if not rows:
+                continue
+            parent = PARENT[table]
+            jcols = JSONB_COLS[table]
+            groups: dict[tuple[str, ...], list[tuple[int, int | None, dict[str, Any]]]] = defaultdict(list)
+            for lid, (pid, values) in enumerate(rows):
+                groups[tuple(values)].append((lid, pid, values))
+            for keys, members in groups.items():
+                cols = ["id", *([parent[1]] if parent else []), *keys]
+                sql = f'COPY "{table}" ({", ".join(cols)}) FROM STDIN'
+                base, pbase = bases[table], bases[parent[0]] if parent else 0
+                with cur.copy(sql) as cp:
+                    for lid, pid, values in members:
+                        out: list[Any] = [base + lid + 1]
+                        if parent:
+                            out.append(pbase + pid + 1)
+                        out.extend(Jsonb(values[k]) if k in jcols else values[k] for k in keys)
+                        cp.write_row(out)
+
+
+def _load_days(days: list[tuple[str, int]]) -> int:
+    conn, ttl, share = _W["conn"], _W["ttl"], _W["share"]
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    batch = Batch()
+    markers = []
+    for key, count in days:
+        items = gen.fiches_for_day(dt.date.fromisoformat(key), count)
+        for item in items:
+            fid = item["id"]
+            payload = gen.fiche_details_payload(fid, include_mail_devis=has_mail_devis(fid, share))
+            add_fiche(batch, item, payload, key, now, ttl)
+        markers.append((key, now, len(items), len(items)))
+    with _W["lock"]:
+        bases = {}
+        for i, table in enumerate(TABLE_ORDER):
+            bases[table] = _W["counters"][i]
+            _W["counters"][i] += len(batch.rows.get(table, ()))
+    _copy_batch(conn, batch, bases)
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO fiche_sales_days (sales_date, fetched_at, crm_count, cached_count, last_error) "
+            "VALUES (%s, %s, %s, %s, NULL)", markers)
+    conn.commit()
+    return len(batch.rows["fiche_cache"])
+
+
+def populate(url: str, plan: list[tuple[dt.date, int]], *, ttl_hours: int, mail_devis_share: float = 0.1,
+             workers: int | None = None, days_per_batch: int = 10, progress: bool = True) -> dict[str, Any]:
+    """Load ``plan`` into the (empty, migrated) database at ``url``; returns timings and sizes."""
+    url = url.replace("postgresql+psycopg://", "postgresql://")
+    workers = workers or os.cpu_count() or 1
+    t0 = time.perf_counter()
+    ctx = mp.get_context("fork")
+    counters = ctx.Array("q", len(TABLE_ORDER), lock=False)
+    lock = ctx.Lock()
+    batches = [[(d.isoformat(), c) for d, c in plan[i:i + days_per_batch]] for i in range(0, len(plan), days_per_batch)]
+    total = sum(c for _, c in plan)
+    done = 0
+    next_report = 0.1
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(url, counters, lock, ttl_hours, mail_devis_share)) as pool:
+        for n in pool.imap_unordered(_load_days, batches):
+            done += n
+            if progress and done >= next_report * total:
+                print(f"  populate: {done:,}/{total:,} fiches ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
+                next_report += 0.1
+        pool.close()
+        pool.join()
+    t_load = time.perf_counter() - t0
+    with psycopg.connect(url, autocommit=True) as conn:
+        for table in TABLE_ORDER:
+            conn.execute(
+                f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), GREATEST((SELECT max(id) FROM \"{table}\"), 1))")
+        t1 = time.perf_counter()
+        conn.execute("VACUUM (ANALYZE)")
+        t_vacuum = time.perf_counter() - t1
+        sizes = {t: n for t, n in conn.execute(
+            "SELECT relname, n_live_tup FROM pg_stat_user_tables WHERE relname = ANY(%s)", (TABLE_ORDER,))}
+        db_bytes = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+    return {"fiches": total, "days": len(plan), "load_s": t_load, "vacuum_analyze_s": t_vacuum,
+            "total_s": time.perf_counter() - t0, "rows": sizes, "db_bytes": db_bytes, "workers": workers}
+
+
+# --------------------------------------------------------------------------------------------
+# Verification against the real write path (rolled back)
+# --------------------------------------------------------------------------------------------
+
+_SKIP = {"id", "created_at", "updated_at"}
+_SKIP_FICHE = _SKIP | {"fetched_at", "expires_at", "last_revalidated_at"}
+
+
+def _snapshot_sql(table: str) -> str:
+    cols = [c.name for c in MODELS[table].__table__.columns]
+    fk = PARENT[table][1] if PARENT[table] else None
+    skip = _SKIP_FICHE if table == "fiche_cache" else _SKIP | {fk}
+    select_cols = [f't0."{c}"::text' for c in cols if c not in skip]
+    if table == "fiche_cache":
+        select_cols.append("(t0.expires_at - t0.fetched_at)::text")
+    joins, alias, t, i = [], "t0", table, 0
+    while PARENT[t] is not None:
+        ptable, pfk = PARENT[t]
+        i += 1
+        joins.append(f'JOIN "{ptable}" t{i} ON {alias}."{pfk}" = t{i}.id')
+        alias, t = f"t{i}", ptable
+    fiche_alias = alias
+    return (f'SELECT {fiche_alias}.fiche_id, {", ".join(select_cols)} FROM "{table}" t0 {" ".join(joins)} '
+            f"WHERE {fiche_alias}.fiche_id = ANY(:ids)")
+
+
+def _snapshot(session: Any, ids: list[str]) -> dict[str, list[tuple[Any, ...]]]:
+    from sqlalchemy import text
+
+    out = {t: sorted(tuple(r) for r in session.execute(text(_snapshot_sql(t)), {"ids": ids}))
+           for t in TABLE_ORDER}
+    out["fiche_sales_days"] = sorted(tuple(r) for r in session.execute(text(
+        "SELECT d.sales_date, d.crm_count::text, d.cached_count::text, d.last_error FROM fiche_sales_days d "
+        "WHERE d.sales_date IN (SELECT sales_date FROM fiche_cache WHERE fiche_id = ANY(:ids))"), {"ids": ids}))
+    return out
+
+
+def verify_against_write_path(fiche_ids: list[str], *, ttl_hours: int, mail_devis_share: float) -> dict[str, Any]:
+    """Re-create ``fiche_ids`` (whole days are not needed) with the production functions inside a
+    rolled-back transaction and compare all rows. Returns ``{"ok": bool, "fiches": n, "diffs": [...]}``."""
+    from sqlalchemy import delete, select
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+    from sqlalchemy.orm import Session
+
+    from auditflow_dagster.db import fiches as fiche_db
+    from auditflow_dagster.db.clock import now_utc
+    from auditflow_dagster.db.session import get_engine
+
+    diffs: list[str] = []
+    with Session(get_engine()) as s:
+        by_day: dict[str, list[str]] = defaultdict(list)
+        for fid, day in s.execute(select(FicheCache.fiche_id, FicheCache.sales_date).where(FicheCache.fiche_id.in_(fiche_ids))):
+            by_day[day].append(fid)
+        bulk = _snapshot(s, fiche_ids)
+        bulk_read = {fid: fiche_db.cached_details(s, fid, include_mail_devis=has_mail_devis(fid, mail_devis_share))
+                     for fid in fiche_ids}
+        s.execute(delete(FicheCache).where(FicheCache.fiche_id.in_(fiche_ids)))
+        s.execute(delete(FicheSalesDay).where(FicheSalesDay.sales_date.in_(list(by_day))))
+        for day, ids in by_day.items():  # the sales_list run of the day …
+            wanted = set(ids)
+            last_index = max(int(f[-3:]) for f in ids)
+            all_items = gen.fiches_for_day(dt.date.fromisoformat(day), last_index + 1)
+            items = [it for it in all_items if it["id"] in wanted]
+            written = fiche_db.upsert_sales_list(s, items, sales_date=day, ttl_hours=ttl_hours)
+            # production's marker counts the whole day's CRM list, as the bulk marker does
+            s.execute(pg_insert(FicheSalesDay).values(
+                sales_date=day, crm_count=bulk_day_count(bulk, day), cached_count=bulk_day_count(bulk, day),
+                fetched_at=now_utc(), last_error=None))
+            for fid in written:  # … then one fiche_details run per fiche
+                payload = gen.fiche_details_payload(fid, include_mail_devis=has_mail_devis(fid, mail_devis_share))
+                fiche_db.write_full_details(s, fid, payload, ttl_hours=ttl_hours)
+        s.flush()
+        real = _snapshot(s, fiche_ids)
+        real_read = {fid: fiche_db.cached_details(s, fid, include_mail_devis=has_mail_devis(fid, mail_devis_share))
+                     for fid in fiche_ids}
+        s.rollback()
+    for table in bulk:
+        if bulk[table] != real[table]:
+            b, r = set(bulk[table]), set(real[table])
+            diffs.append(f"{table}: {len(bulk[table])} bulk rows vs {len(real[table])} write-path rows; "
+                         f"only bulk e.g. {sorted(b - r)[:1]}, only write path e.g. {sorted(r - b)[:1]}")
+    for fid in fiche_ids:
+        if not fs.json_equal(bulk_read[fid][1], real_read[fid][1]) or bulk_read[fid][0] != real_read[fid][0]:
+            diffs.append(f"read of {fid}: bulk {bulk_read[fid][0]} vs write path {real_read[fid][0]} differ")
+    rows = sum(len(v) for v in real.values())
+    return {"ok": not diffs, "fiches": len(fiche_ids), "rows_compared": rows,
+            "with_mail_devis": sum(1 for f in fiche_ids if has_mail_devis(f, mail_devis_share)), "diffs": diffs}
+
+
+def bulk_day_count(snapshot: dict[str, list[tuple[Any, ...]]], day: str) -> int:
+    for row in snapshot["fiche_sales_days"]:
+        if row[0] == day:
+            return int(row[1])
+    return 0
