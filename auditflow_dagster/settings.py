@@ -90,6 +90,10 @@ class Settings(BaseSettings):
     transcription_max_recordings_per_fiche: int = Field(
         default=50, validation_alias=_env("TRANSCRIPTION_MAX_RECORDINGS_PER_FICHE")
     )
+    #: Provider starts per minute across the whole system (spec 02 §2), burst ceil(limit/2).
+    transcription_rate_limit_per_minute: int = Field(
+        default=10, ge=1, validation_alias=_env("TRANSCRIPTION_ELEVENLABS_RATE_LIMIT_PER_MINUTE")
+    )
     transcription_progress_frequency: int = Field(
         default=3, ge=1, validation_alias=_env("TRANSCRIPTION_PROGRESS_WEBHOOK_FREQUENCY")
     )

@@ -26,11 +26,13 @@ from auditflow_dagster.assets.runtime import (
     markdown_table,
     run_async,
 )
+from auditflow_dagster.core.rate_limit import burst_for
 from auditflow_dagster.db import fiches as fiche_db
 from auditflow_dagster.db.clock import iso, now_utc
 from auditflow_dagster.db.events import emit
 from auditflow_dagster.db.locks import advisory_lock, global_slot
 from auditflow_dagster.db.models import Recording
+from auditflow_dagster.db.rate_limit import acquire as acquire_rate_token
 from auditflow_dagster.db.recordings import store_transcription
 from auditflow_dagster.partitions import fiches_partitions
 from auditflow_dagster.resources.database import DatabaseResource
@@ -170,7 +172,12 @@ def transcripts(context: AssetExecutionContext, stt: SttResource, db: DatabaseRe
 
     async def main() -> list[dict[str, Any]]:
         nonlocal client
-        async with stt.client() as client:  # one connection pool for the whole run
+        per_minute = settings.transcription_rate_limit_per_minute
+
+        async def rate_token() -> None:  # every provider attempt, system-wide (spec 02 §2)
+            await acquire_rate_token("elevenlabs_stt", per_minute, burst_for(per_minute))
+
+        async with stt.client(before_attempt=rate_token) as client:  # one connection pool for the run
             return await bounded_gather(settings.fiche_concurrency, keys, fiche)
 
     results = run_async(main)

@@ -810,3 +810,13 @@ class TranscriptionRequest(Base):
     run_id: Mapped[str | None] = mapped_column(Text)
     priority: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+class RateLimitBucket(Base):
+    """A token bucket shared by every process (provider start rates, spec 02 §2); see
+    :mod:`auditflow_dagster.db.rate_limit`."""
+
+    __tablename__ = "rate_limit_buckets"
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float, nullable=False)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)

@@ -243,6 +243,7 @@ class ElevenLabsClient:
         backoff_max: float = 60.0,
         sleep: SleepFn = asyncio.sleep,
         deadline_seconds: float | None = None,
+        before_attempt: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._api_key = normalize_secret(api_key)
         self.base_url = (base_url or "https://api.elevenlabs.io").strip().rstrip("/")
@@ -254,6 +255,8 @@ class ElevenLabsClient:
         self.backoff_max = max(float(backoff_max), self.backoff_base)
         self.deadline_seconds = deadline_seconds
         self._sleep = sleep
+        #: awaited before every attempt (download + upload): the system-wide start-rate bucket
+        self._before_attempt = before_attempt
         self._client: httpx.AsyncClient | None = None
 
     def __repr__(self) -> str:  # never show the key
@@ -367,6 +370,8 @@ class ElevenLabsClient:
         started = time.monotonic()
         for attempt in range(1, self.max_attempts + 1):
             try:
+                if self._before_attempt is not None:
+                    await self._before_attempt()
                 return await self._attempt(url)
             except SttError as err:
                 if not err.retryable or attempt >= self.max_attempts:
@@ -467,7 +472,9 @@ class SttResource(ConfigurableResource):
     def setup_for_execution(self, context: Any) -> None:
         self._check()
 
-    def client(self) -> ElevenLabsClient | SampleSttClient:
+    def client(self, *, before_attempt: Callable[[], Awaitable[None]] | None = None) -> ElevenLabsClient | SampleSttClient:
+        """``before_attempt`` (e.g. the provider rate bucket) is awaited before every real provider
+        attempt; the offline twin bills nothing and ignores it."""
         self._check()
         if self.mode == "sample":
             return SampleSttClient(latency_seconds=self.sample_latency_seconds)
@@ -481,4 +488,5 @@ class SttResource(ConfigurableResource):
             backoff_base=self.backoff_base_seconds,
             backoff_max=self.backoff_max_seconds,
             deadline_seconds=self.deadline_seconds,
+            before_attempt=before_attempt,
         )

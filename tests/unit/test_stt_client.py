@@ -368,3 +368,16 @@ def test_sample_client_is_deterministic() -> None:
     with pytest.raises(SttError) as ei:
         asyncio.run(SampleSttClient().transcribe("https://rec.example.invalid/unknown.mp3"))
     assert ei.value.status == 404 and not ei.value.retryable
+
+
+def test_rate_hook_runs_before_every_attempt(eleven: tuple[FakeElevenLabs, str]) -> None:
+    """The system-wide start-rate token is taken for each provider attempt, retries included."""
+    fake, base = eleven
+    fake.stt_script.extend([Reply(503, json={"detail": "busy"})])
+    calls: list[int] = []
+
+    async def token() -> None:
+        calls.append(len(fake.uploads))
+
+    result = transcribe(make(base, RecordingSleep(), max_attempts=3, before_attempt=token), f"{base}/audio/call.mp3")
+    assert result.text and calls == [0, 1]  # before attempt 1 (no upload yet) and before attempt 2
