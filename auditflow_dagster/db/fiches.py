@@ -14,7 +14,7 @@ import datetime as dt
 import json
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
@@ -240,34 +240,36 @@ def replace_sections(session: Session, fiche_cache_id: int, normalized: dict[str
         _insert_level(session, table, [(fiche_cache_id, r) for r in sections.get(table) or []])
 
 
-def _load_level(session: Session, table: str, parent_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
-    """Rows of ``table`` under ``parent_ids`` (as core row dicts, children attached), by parent."""
-    if not parent_ids:
-        return {}
-    model = SECTION_MODELS[table]
+def _level_sql(table: str, parent_ref: str, depth: int) -> str:
+    """A ``jsonb_agg`` sub-select of ``table``'s rows under ``parent_ref``, children nested under
+    ``"children"`` — the core row-dict shape, ordered like the write (index column, then id)."""
+    a = f"t{depth}"
     fk = fs.PARENT_FK[table][1]
     index = fs.INDEX_COLUMN.get(table)
-    order = [getattr(model, fk), getattr(model, index) if index else model.id, model.id]
-    raw = [dict(m) for m in session.execute(select(model.__table__).where(getattr(model, fk).in_(parent_ids)).order_by(*order)).mappings()]
-    children = {ct: _load_level(session, ct, [r["id"] for r in raw]) for ct in fs.CHILD_TABLES.get(table, [])}
-    out: dict[int, list[dict[str, Any]]] = {}
-    for r in raw:
-        row = {k: v for k, v in r.items() if k not in _BOOKKEEPING and k != fk}
-        if children:
-            row["children"] = {ct: by_parent.get(r["id"], []) for ct, by_parent in children.items()}
-        out.setdefault(r[fk], []).append(row)
-    return out
+    order = f"{a}.{index}, {a}.id" if index else f"{a}.id"
+    row = f"(to_jsonb({a}) - 'id' - 'created_at' - 'updated_at' - '{fk}')"
+    children = fs.CHILD_TABLES.get(table, [])
+    if children:
+        kids = ", ".join(f"'{c}', {_level_sql(c, f'{a}.id', depth + 1)}" for c in children)
+        row = f"({row} || jsonb_build_object('children', jsonb_build_object({kids})))"
+    return (f"(SELECT coalesce(jsonb_agg({row} ORDER BY {order}), '[]'::jsonb) "
+            f"FROM {table} {a} WHERE {a}.{fk} = {parent_ref})")
+
+
+#: Every section of one fiche in ONE statement (with and without the mail devis). The read path
+#: used to issue a SELECT per table and child level (18–25 statements, ~5 ms of ORM overhead per
+#: read at 100k fiches, bench/fiche_reads.py); Postgres builds the nested rows in ~1 ms.
+_SECTIONS_SQL = {
+    md: text("SELECT " + ", ".join(
+        f"{_level_sql(t, ':id', 0)} AS {t}" for t in fs.SECTION_TABLES if md or t != "fiche_cache_mail_devis"))
+    for md in (False, True)
+}
 
 
 def load_sections(session: Session, fiche_cache_id: int, *, include_mail_devis: bool = True) -> dict[str, Any]:
     """Every stored section of a fiche as core row dicts (1:1 tables: a row or ``None``)."""
-    out: dict[str, Any] = {}
-    for table in fs.SECTION_TABLES:
-        if table == "fiche_cache_mail_devis" and not include_mail_devis:
-            continue
-        rows = _load_level(session, table, [fiche_cache_id]).get(fiche_cache_id, [])
-        out[table] = (rows[0] if rows else None) if table in _ONE_TO_ONE_TABLES else rows
-    return out
+    res = session.execute(_SECTIONS_SQL[include_mail_devis], {"id": fiche_cache_id}).mappings().one()
+    return {t: ((v[0] if v else None) if t in _ONE_TO_ONE_TABLES else v) for t, v in res.items()}
 
 
 def _fiche_columns(row: FicheCache) -> dict[str, Any]:
@@ -393,11 +395,14 @@ def _recordings_view(session: Session, fiche_cache_id: int) -> list[dict[str, An
     ]
 
 
-def read_fiche_details(session: Session, row: FicheCache, include_mail_devis: bool = False) -> dict[str, Any]:
+def read_fiche_details(
+    session: Session, row: FicheCache, include_mail_devis: bool = False, *, sections: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Rebuild the CRM-shaped details of a cached fiche (spec 01 §2.5): sections from their rows,
     the ``raw_data`` remainder on top, recordings from their rows (newest first). ``mail_devis``
     only when asked (and then only if stored: rows, or the ``null`` marker)."""
-    sections = load_sections(session, row.id, include_mail_devis=include_mail_devis)
+    if sections is None:
+        sections = load_sections(session, row.id, include_mail_devis=include_mail_devis)
     data = fs.rebuild_details(_fiche_columns(row), sections, include_mail_devis=include_mail_devis)
     recordings = _recordings_view(session, row.id)
     out: dict[str, Any] = {}
@@ -449,9 +454,12 @@ def cached_details(session: Session, fiche_id: str, *, include_mail_devis: bool 
     now = now_utc()
     if is_not_found_marker(row):
         return ("not_found" if row.expires_at > now else "not_ready"), None
-    if not details_ready(session, row):
+    if is_sales_list_only(row) or row.details_success is not True:
         return "not_ready", None
-    data = read_fiche_details(session, row, include_mail_devis=include_mail_devis)
+    sections = load_sections(session, row.id, include_mail_devis=include_mail_devis)
+    if sections["fiche_cache_information"] is None:  # the "full details ready" rule, without a count
+        return "not_ready", None
+    data = read_fiche_details(session, row, include_mail_devis=include_mail_devis, sections=sections)
     if row.expires_at <= now:
         return "expired", data
     if include_mail_devis and "mail_devis" not in data:
@@ -499,14 +507,33 @@ def section_stats(session: Session, fiche_cache_id: int) -> dict[str, tuple[int,
 
 def status_by_date(session: Session, day: str) -> list[dict[str, Any]]:
     """Items of ``GET /api/fiches/status/by-date`` (spec 01 §4.1), newest rows first."""
-    rows = list(
-        session.scalars(select(FicheCache).where(FicheCache.sales_date == day).order_by(FicheCache.created_at.desc(), FicheCache.id.desc()))
-    )
+    return status_by_dates(session, [day])
+
+
+def status_by_dates(session: Session, days: list[str]) -> list[dict[str, Any]]:
+    """The by-date items of several days at once, day by day in the given order (newest rows first
+    within a day): three statements whatever the number of days, and only the columns shown (no
+    ORM rows, no raw data, no transcript text) — a 31-day range is ~1,200 fiches."""
+    if not days:
+        return []
+    rank = {d: i for i, d in enumerate(days)}
+    fc = FicheCache
+    rows = session.execute(
+        select(fc.id, fc.fiche_id, fc.groupe, fc.agence_nom, fc.prospect_nom, fc.prospect_prenom, fc.prospect_email,
+               fc.prospect_tel, fc.fetched_at, fc.created_at, fc.sales_date)
+        .where(fc.sales_date.in_(days))
+        .order_by(fc.created_at.desc(), fc.id.desc())
+    ).all()
     if not rows:
         return []
+    rows.sort(key=lambda r: rank[r.sales_date])  # stable: keeps newest-first within each day
     ids = [r.id for r in rows]
-    recs: dict[int, list[Recording]] = {}
-    for rec in session.scalars(select(Recording).where(Recording.fiche_cache_id.in_(ids))):
+    recs: dict[int, list[Any]] = {}
+    for rec in session.execute(
+        select(Recording.id, Recording.fiche_cache_id, Recording.call_id, Recording.has_transcription,
+               Recording.transcribed_at, Recording.start_time, Recording.duration_seconds)
+        .where(Recording.fiche_cache_id.in_(ids))
+    ):
         recs.setdefault(rec.fiche_cache_id, []).append(rec)
     audits: dict[int, list[Audit]] = {}
     for a in session.scalars(

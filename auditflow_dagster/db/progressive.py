@@ -330,7 +330,4 @@ def polling_view(session: Session, job: ProgressiveFetchJob) -> dict[str, Any]:
 
 
 def range_items(session: Session, days: list[str]) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    for day in days:
-        items.extend(fiche_db.status_by_date(session, day))
-    return items
+    return fiche_db.status_by_dates(session, days)

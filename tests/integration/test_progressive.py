@@ -152,3 +152,11 @@ def test_refresh_rereads_only_days_not_read_moments_ago(client, dagster_instance
     job = client.get(f"/api/fiches/jobs/{body['meta']['backgroundJobId']}").json()["job"]
     assert job["datesRemaining"] == ["2026-01-01", "2026-01-02"] and job["progress"] == 60
     assert body["total"] == sum(len(generator.fiches_for_day(START + dt.timedelta(days=i))) for i in range(5))
+
+
+def test_range_items_are_the_by_date_items_day_by_day(client, dagster_instance):
+    _materialize_days(dagster_instance, START, START + dt.timedelta(days=2))
+    days = progressive.day_list(START, START + dt.timedelta(days=2))
+    per_day = [i for d in days for i in client.get("/api/fiches/status/by-date", params={"date": d}).json()["data"]["fiches"]]
+    body = client.get("/api/fiches/status/by-date-range", params={"startDate": days[0], "endDate": days[-1]}).json()
+    assert body["fiches"] == per_day and len(per_day) > 0
