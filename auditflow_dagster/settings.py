@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     transcription_provider_timeout_seconds: float = Field(
         default=600.0, validation_alias=_env("TRANSCRIPTION_PROVIDER_TIMEOUT_SECONDS")
     )
+    transcription_max_audio_bytes: int = Field(
+        default=1_000_000_000, ge=1, validation_alias=_env("TRANSCRIPTION_MAX_AUDIO_BYTES")
+    )
     transcription_max_recordings_per_fiche: int = Field(
         default=50, validation_alias=_env("TRANSCRIPTION_MAX_RECORDINGS_PER_FICHE")
     )

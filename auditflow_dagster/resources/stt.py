@@ -40,6 +40,8 @@ KEY_HINT = " (check ELEVENLABS_API_KEY)"
 LANGUAGE_CODE = "fra"
 PROVIDER_MESSAGE_MAX = 500
 DOWNLOAD_CONNECT_TIMEOUT = 10.0
+#: ElevenLabs accepts files up to 1 GB; a larger body is refused before it fills the disk.
+MAX_AUDIO_BYTES = 1_000_000_000
 _CHUNK = 64 * 1024
 
 SleepFn = Callable[[float], Awaitable[Any]]
@@ -244,6 +246,7 @@ class ElevenLabsClient:
         sleep: SleepFn = asyncio.sleep,
         deadline_seconds: float | None = None,
         before_attempt: Callable[[], Awaitable[None]] | None = None,
+        max_audio_bytes: int = MAX_AUDIO_BYTES,
     ) -> None:
         self._api_key = normalize_secret(api_key)
         self.base_url = (base_url or "https://api.elevenlabs.io").strip().rstrip("/")
@@ -257,6 +260,7 @@ class ElevenLabsClient:
         self._sleep = sleep
         #: awaited before every attempt (download + upload): the system-wide start-rate bucket
         self._before_attempt = before_attempt
+        self.max_audio_bytes = max(1, int(max_audio_bytes))
         self._client: httpx.AsyncClient | None = None
 
     def __repr__(self) -> str:  # never show the key
@@ -296,12 +300,19 @@ class ElevenLabsClient:
                     raise http_error(
                         DOWNLOAD_PREFIX, response, secrets=self._secrets, body=body if isinstance(body, dict) else {}
                     )
+                declared = response.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > self.max_audio_bytes:
+                    raise SttError(f"{DOWNLOAD_PREFIX}: audio is {int(declared)} bytes, over the "
+                                   f"{self.max_audio_bytes}-byte limit", retryable=False)
                 dest.seek(0)
                 dest.truncate()
                 size = 0
                 async for chunk in response.aiter_bytes(_CHUNK):
-                    dest.write(chunk)
                     size += len(chunk)
+                    if size > self.max_audio_bytes:  # no or lying Content-Length
+                        raise SttError(f"{DOWNLOAD_PREFIX}: audio over the {self.max_audio_bytes}-byte limit",
+                                       retryable=False)
+                    dest.write(chunk)
                 dest.flush()
                 return size
         except SttError:
@@ -443,6 +454,7 @@ class SttResource(ConfigurableResource):
     backoff_max_seconds: float = 60.0
     download_timeout_seconds: float = 120.0
     provider_timeout_seconds: float = 600.0
+    max_audio_bytes: int = MAX_AUDIO_BYTES
     deadline_seconds: float | None = None
     sample_latency_seconds: float = 0.0
 
@@ -463,6 +475,7 @@ class SttResource(ConfigurableResource):
             backoff_max_seconds=max(base, float(settings.transcription_backoff_max_seconds)),
             download_timeout_seconds=float(settings.transcription_download_timeout_seconds),
             provider_timeout_seconds=float(settings.transcription_provider_timeout_seconds),
+            max_audio_bytes=int(settings.transcription_max_audio_bytes),
         )
 
     def _check(self) -> None:
@@ -489,4 +502,5 @@ class SttResource(ConfigurableResource):
             backoff_max=self.backoff_max_seconds,
             deadline_seconds=self.deadline_seconds,
             before_attempt=before_attempt,
+            max_audio_bytes=self.max_audio_bytes,
         )

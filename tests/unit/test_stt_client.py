@@ -381,3 +381,12 @@ def test_rate_hook_runs_before_every_attempt(eleven: tuple[FakeElevenLabs, str])
 
     result = transcribe(make(base, RecordingSleep(), max_attempts=3, before_attempt=token), f"{base}/audio/call.mp3")
     assert result.text and calls == [0, 1]  # before attempt 1 (no upload yet) and before attempt 2
+
+
+def test_audio_over_the_size_limit_is_refused_without_upload(eleven: tuple[FakeElevenLabs, str]) -> None:
+    fake, base = eleven
+    with pytest.raises(SttError) as info:
+        transcribe(make(base, RecordingSleep(), max_audio_bytes=1000), f"{base}/audio/call.mp3?sig=1")
+    assert "over the 1000-byte limit" in str(info.value) and not info.value.retryable
+    assert fake.uploads == [] and len(fake.downloads) == 1  # not retried, nothing sent to the provider
+    assert transcribe(make(base, RecordingSleep(), max_audio_bytes=len(FAKE_AUDIO)), f"{base}/audio/call.mp3").text
