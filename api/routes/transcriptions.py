@@ -314,7 +314,7 @@ async def logs(request: Request) -> JSONResponse:
             q = q.where(Event.created_at >= since)
         if until is not None:
             q = q.where(Event.created_at <= until)
-        q = q.order_by(Event.created_at.asc(), Event.id.asc()).limit(limit).offset(offset)
+        q = q.order_by(Event.id.asc()).limit(limit).offset(offset)  # the outbox id is the order
         return [
             {"id": str(e.id), "event": e.name, "level": _level(e.name), "payload": e.payload,
              "createdAt": iso(e.created_at)}
