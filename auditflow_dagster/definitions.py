@@ -16,7 +16,7 @@ from dagster import (
 )
 
 from auditflow_dagster.assets.audits import audit_step_results, audits
-from auditflow_dagster.assets.checks import audit_summary_matches_rows
+from auditflow_dagster.assets.checks import AUDIT_CHECKS
 from auditflow_dagster.assets.fiches import fiche_details
 from auditflow_dagster.assets.sales import sales_list
 from auditflow_dagster.assets.transcripts import transcripts
@@ -71,7 +71,7 @@ def build_definitions() -> Definitions:
     settings = get_settings()
     return Definitions(
         assets=[sales_list, *FICHE_ASSETS],
-        asset_checks=[audit_summary_matches_rows],
+        asset_checks=AUDIT_CHECKS,
         jobs=[audit_fiche_job, fetch_fiche_job, transcribe_fiche_job, sales_day_job],
         schedules=[daily_sales_schedule, revalidation_schedule],
         sensors=[sales_day_fiches_backfill, webhook_deliveries_sensor, progressive_fetch_watchdog, partition_lifecycle],

@@ -158,6 +158,15 @@ def _citation_is_valid(citation: Any, chunks: _ChunkIndex, min_quote_chars: int)
     return q in haystack
 
 
+def invalid_citations(
+    citations: list[dict[str, Any]], timeline: list[dict[str, Any]], min_quote_chars: int
+) -> list[dict[str, Any]]:
+    """The citations that would not survive gating against ``timeline`` (for audits of what is
+    stored: a kept citation must always pass, whoever wrote it)."""
+    chunks = _ChunkIndex(timeline)
+    return [c for c in citations if not _citation_is_valid(c, chunks, min_quote_chars)]
+
+
 # --------------------------------------------------------------------------------------------- #
 # Enrichment
 # --------------------------------------------------------------------------------------------- #
