@@ -31,6 +31,7 @@ from auditflow_dagster.schedules import (
     revalidation_schedule,
     sales_day_job,
 )
+from auditflow_dagster.sensors.audit_watchdog import audit_watchdog
 from auditflow_dagster.sensors.day_pipeline import sales_day_fiches_backfill
 from auditflow_dagster.sensors.lifecycle import partition_lifecycle
 from auditflow_dagster.sensors.progress import progressive_fetch_watchdog
@@ -74,7 +75,8 @@ def build_definitions() -> Definitions:
         asset_checks=AUDIT_CHECKS,
         jobs=[audit_fiche_job, fetch_fiche_job, transcribe_fiche_job, sales_day_job],
         schedules=[daily_sales_schedule, revalidation_schedule],
-        sensors=[sales_day_fiches_backfill, webhook_deliveries_sensor, progressive_fetch_watchdog, partition_lifecycle],
+        sensors=[sales_day_fiches_backfill, webhook_deliveries_sensor, progressive_fetch_watchdog, partition_lifecycle,
+                 audit_watchdog],
         executor=in_process_executor,
         resources={
             "crm": CrmResource.from_settings(settings),

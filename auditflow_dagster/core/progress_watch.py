@@ -58,3 +58,13 @@ def days_to_fail(
     if backfill_finished and not pending:
         return remaining  # a successful run records its own days, so whatever remains is lost
     return [d for d in remaining if d in bad and d not in pending and d not in good]
+
+
+def audit_is_abandoned(run_statuses: Iterable[str], age_minutes: float, threshold_minutes: float) -> bool:
+    """An audit still ``running`` is abandoned when it is older than the threshold and no run that
+    could still write its steps (its run or a re-execution of it) is unfinished (spec 03 §2.5 a).
+
+    A slow but live run is never finalized under its feet: its step rows would land on a finished
+    audit and the stored summary would no longer match its rows.
+    """
+    return age_minutes >= threshold_minutes and not any(s in UNFINISHED for s in run_statuses)

@@ -59,3 +59,13 @@ def test_never_fails_a_day_a_run_may_still_deliver(remaining, runs, finished):
     if not finished:
         bad = {t["dagster/partition"] for s, t in runs if s in ("FAILURE", "CANCELED")}
         assert set(lost) <= bad
+
+
+def test_audit_abandoned_only_when_old_and_no_run_is_live():
+    from auditflow_dagster.core.progress_watch import audit_is_abandoned
+
+    assert audit_is_abandoned(["FAILURE"], 31, 30) and audit_is_abandoned([], 31, 30)
+    assert audit_is_abandoned(["SUCCESS", "CANCELED"], 30, 30)
+    assert not audit_is_abandoned(["FAILURE"], 29.9, 30)  # too young
+    assert not audit_is_abandoned(["FAILURE", "STARTED"], 500, 30)  # a re-execution is still writing
+    assert not audit_is_abandoned(["QUEUED"], 500, 30)
