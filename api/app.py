@@ -27,6 +27,7 @@ from api.errors import (
 )
 from api.openapi import DOCUMENT
 from api.routes import (
+    audit_configs,
     audits,
     fiches,
     health,
@@ -116,6 +117,7 @@ def create_app(dagster_url: str | None = None) -> Starlette:
         *progressive.routes,  # before /api/fiches/{fiche_id}
         *fiches.routes,
         *audits.routes,
+        *audit_configs.routes,
         *recordings.routes,
         *transcriptions.routes,  # /batch before /{fiche_id}
         *runs.routes,

@@ -13,12 +13,37 @@ ERROR = {"$ref": "#/components/schemas/Error"}
 
 def _err(*codes: int) -> dict[str, Any]:
     text = {400: "Invalid input", 404: "Not found", 503: "Dagster or database unavailable", 502: "CRM unavailable",
-            413: "Body too large"}
+            413: "Body too large", 409: "Conflict with the stored state"}
     return {str(c): {"description": text.get(c, "Error"), "content": {"application/json": {"schema": ERROR}}} for c in codes}
 
 
 def _ok(schema: dict[str, Any], media: str = "application/json", description: str = "OK") -> dict[str, Any]:
     return {"200": {"description": description, "content": {media: {"schema": schema}}}}
+
+
+def _created(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"201": {"description": "Created", "content": {"application/json": {"schema": schema}}}}
+
+
+def _body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _data(schema: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """The E envelope (spec 06 §5.1) around ``schema``, with extra top-level keys (E+)."""
+    return {"type": "object", "properties": {"success": {"type": "boolean"}, "data": schema, **extra}}
+
+
+_MESSAGE = {"type": "object", "properties": {"success": {"type": "boolean"}, "message": {"type": "string"}}}
+_BOOL_QUERY = {"type": "string", "enum": ["true", "false"], "default": "false"}
+_CONFIG_ID = {"name": "config_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": r"^\d+$"}}
+_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "pattern": r"^\d+$"},
+       "description": "audit config id"}
+_STEP_ID = {"name": "step_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": r"^\d+$"}}
 
 
 def _path_param(name: str, pattern: str | None = None, description: str = "") -> dict[str, Any]:
@@ -118,6 +143,113 @@ DOCUMENT: dict[str, Any] = {
                 "summary": "Alias of /api/audits/run also accepting automation ids and trigger_source",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RunAudit"}}}},
                 "responses": {**_ok({"$ref": "#/components/schemas/AuditQueued"}), **_err(400, 404, 503)},
+            }
+        },
+        "/api/audit-configs": {
+            "get": {
+                "summary": "Audit configs, newest first (active only unless include_inactive=true)",
+                "parameters": [{"name": n, "in": "query", "schema": _BOOL_QUERY}
+                               for n in ("include_inactive", "include_steps", "include_stats")],
+                "responses": {**_ok(_data({"type": "array", "items": _ref("AuditConfig")},
+                                          count={"type": "integer"})), **_err(400)},
+            },
+            "post": {
+                "summary": "Create a config with its steps (one transaction)",
+                "requestBody": _body(_ref("AuditConfigInput")),
+                "responses": {**_created(_data({"type": "object", "properties": {
+                    "id": {"type": "string"}, "name": {"type": "string"}}})), **_err(400)},
+            },
+        },
+        "/api/audit-configs/import": {
+            "post": {
+                "summary": "Import a config file in the legacy JSON format, unchanged (auditSteps[], informational "
+                           "keys such as version or complianceThresholds are kept for export only)",
+                "requestBody": _body(_ref("LegacyAuditConfig")),
+                "responses": {**_created(_data({"type": "object", "properties": {
+                    "id": {"type": "string"}, "name": {"type": "string"}, "stepsCount": {"type": "integer"}}})),
+                              **_err(400)},
+            }
+        },
+        "/api/audit-configs/{id}/export": {
+            "get": {
+                "summary": "The config in the legacy JSON format (raw, no envelope); importing it gives the same config",
+                "parameters": [_ID],
+                "responses": {**_ok(_ref("LegacyAuditConfig")), **_err(400, 404)},
+            }
+        },
+        "/api/audit-configs/{id}": {
+            "get": {
+                "summary": "One config with its steps by position",
+                "parameters": [_ID, {"name": "include_stats", "in": "query", "schema": _BOOL_QUERY}],
+                "responses": {**_ok(_data(_ref("AuditConfig"))), **_err(400, 404)},
+            },
+            "put": {
+                "summary": "Update some config fields; null clears description/systemPrompt",
+                "parameters": [_ID],
+                "requestBody": _body({"type": "object", "properties": {
+                    "name": {"type": "string", "minLength": 1},
+                    "description": {"type": "string", "nullable": True},
+                    "systemPrompt": {"type": "string", "nullable": True},
+                    "isActive": {"type": "boolean"},
+                    "runAutomatically": {"type": "boolean", "description": "the \"automatic\" flag"}}}),
+                "responses": {**_ok(_data({"type": "object", "properties": {
+                    "id": {"type": "string"}, "name": {"type": "string"}, "stepsCount": {"type": "integer"}}})),
+                              **_err(400, 404)},
+            },
+            "delete": {
+                "summary": "Delete a config and its steps; 409 while audits reference it",
+                "parameters": [_ID],
+                "responses": {**_ok(_MESSAGE), **_err(400, 404, 409)},
+            },
+        },
+        "/api/audit-configs/{config_id}/steps": {
+            "post": {
+                "summary": "Add a step; 400 when the position is taken (the message names the next free one)",
+                "parameters": [_CONFIG_ID],
+                "requestBody": _body(_ref("AuditStepInput")),
+                "responses": {**_created(_data(_ref("AuditStep"))), **_err(400, 404)},
+            }
+        },
+        "/api/audit-configs/steps/{step_id}": {
+            "put": {
+                "summary": "Update some step fields; 409 when the new position belongs to another step",
+                "parameters": [_STEP_ID],
+                "requestBody": _body({**_ref("AuditStepInput"), "description": "any subset"}),
+                "responses": {**_ok(_data(_ref("AuditStep"))), **_err(400, 404, 409)},
+            },
+            "delete": {
+                "summary": "Delete a step (positions of the others are kept; see validate)",
+                "parameters": [_STEP_ID],
+                "responses": {**_ok(_MESSAGE), **_err(400, 404)},
+            },
+        },
+        "/api/audit-configs/{config_id}/steps/reorder": {
+            "put": {
+                "summary": "Positions 1..n in stepIds order, in one transaction; stepIds must be exactly the "
+                           "config's steps",
+                "parameters": [_CONFIG_ID],
+                "requestBody": _body({"type": "object", "required": ["stepIds"], "properties": {
+                    "stepIds": {"type": "array", "items": {"type": "string", "pattern": r"^\d+$"}}}}),
+                "responses": {**_ok({**_MESSAGE, "properties": {**_MESSAGE["properties"], "data": {
+                    "type": "array", "items": {"type": "object", "properties": {
+                        "id": {"type": "string"}, "position": {"type": "integer"}}}}}}), **_err(400, 404)},
+            }
+        },
+        "/api/audit-configs/{config_id}/validate": {
+            "get": {
+                "summary": "Informational checks: found, active, has steps, positions 1..n, names, prompts, "
+                           "control points, weights",
+                "parameters": [_CONFIG_ID],
+                "responses": {**_ok(_data({"type": "object", "properties": {
+                    "valid": {"type": "boolean"}, "errors": {"type": "array", "items": {"type": "string"}}}})),
+                              **_err(400)},
+            }
+        },
+        "/api/audit-configs/{config_id}/stats": {
+            "get": {
+                "summary": "Audit figures of one config (soft-deleted audits left out)",
+                "parameters": [_CONFIG_ID],
+                "responses": {**_ok(_data(_ref("AuditConfigStats"))), **_err(400, 404)},
             }
         },
         "/api/audits/{audit_id}": {
@@ -354,6 +486,84 @@ DOCUMENT: dict[str, Any] = {
                         "end_timestamp": {"type": "number"}, "message_count": {"type": "integer"},
                         "speakers": {"type": "array", "items": {"type": "string"}},
                         "full_text": {"type": "string"}}}},
+                },
+            },
+            "AuditStepInput": {
+                "type": "object",
+                "required": ["name", "prompt", "controlPoints", "severityLevel", "position"],
+                "properties": {
+                    "name": {"type": "string", "minLength": 1},
+                    "description": {"type": "string", "nullable": True},
+                    "prompt": {"type": "string", "minLength": 1},
+                    "controlPoints": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+                    "keywords": {"type": "array", "items": {"type": "string"}, "default": []},
+                    "severityLevel": {"type": "string", "enum": ["LOW", "MEDIUM", "HIGH", "CRITICAL"]},
+                    "isCritical": {"type": "boolean", "default": False},
+                    "position": {"type": "integer", "minimum": 1, "description": "1-based, unique in the config"},
+                    "chronologicalImportant": {"type": "boolean", "default": False},
+                    "weight": {"type": "integer", "minimum": 1, "maximum": 10, "default": 5},
+                    "verifyProductInfo": {"type": "boolean", "default": False},
+                },
+            },
+            "AuditStep": {
+                "allOf": [_ref("AuditStepInput"), {"type": "object", "properties": {
+                    "id": {"type": "string"}, "auditConfigId": {"type": "string"},
+                    "createdAt": {"type": "string"}, "updatedAt": {"type": "string"}}}],
+            },
+            "AuditConfigInput": {
+                "type": "object",
+                "required": ["name"],
+                "properties": {
+                    "name": {"type": "string", "minLength": 1},
+                    "description": {"type": "string", "nullable": True},
+                    "systemPrompt": {"type": "string", "nullable": True},
+                    "isActive": {"type": "boolean", "default": True},
+                    "runAutomatically": {"type": "boolean", "default": False},
+                    "createdBy": {"type": "string", "nullable": True},
+                    "steps": {"type": "array", "items": _ref("AuditStepInput"), "default": [],
+                              "description": "positions unique"},
+                },
+            },
+            "AuditConfig": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string"}, "name": {"type": "string"},
+                    "description": {"type": "string", "nullable": True},
+                    "systemPrompt": {"type": "string", "nullable": True},
+                    "isActive": {"type": "boolean"}, "runAutomatically": {"type": "boolean"},
+                    "createdBy": {"type": "string", "nullable": True},
+                    "createdAt": {"type": "string"}, "updatedAt": {"type": "string"},
+                    "stepsCount": {"type": "integer"},
+                    "steps": {"type": "array", "items": _ref("AuditStep"),
+                              "description": "detail, or list with include_steps=true; by position"},
+                    "stats": _ref("AuditConfigStats"),
+                },
+            },
+            "AuditConfigStats": {
+                "type": "object",
+                "properties": {
+                    "totalAudits": {"type": "integer"}, "completedAudits": {"type": "integer"},
+                    "failedAudits": {"type": "integer"},
+                    "averageScore": {"type": "number", "nullable": True,
+                                     "description": "mean score_percentage of completed audits"},
+                    "averageDurationMs": {"type": "integer", "nullable": True},
+                    "lastUsedAt": {"type": "string", "nullable": True},
+                    "complianceRate": {"type": "number", "nullable": True,
+                                       "description": "% of completed audits that are compliant"},
+                },
+            },
+            "LegacyAuditConfig": {
+                "type": "object",
+                "required": ["name"],
+                "description": "The legacy config file: camelCase steps under auditSteps (or steps); other "
+                               "top-level keys (version, totalSteps, complianceThresholds, metadata...) are "
+                               "informational, kept for export and never read",
+                "additionalProperties": True,
+                "properties": {
+                    "name": {"type": "string"}, "description": {"type": "string", "nullable": True},
+                    "systemPrompt": {"type": "string", "nullable": True},
+                    "isActive": {"type": "boolean"}, "runAutomatically": {"type": "boolean"},
+                    "auditSteps": {"type": "array", "items": _ref("AuditStepInput")},
                 },
             },
             "AuditQueued": {

@@ -61,12 +61,31 @@ class _ConnectionPool:
 
 
 _pool = _ConnectionPool()
+_local_gates: dict[tuple[int, str, int], asyncio.Semaphore] = {}
+
+
+def _local_gate(name: str, limit: int) -> asyncio.Semaphore:
+    """In-process queue in front of the Postgres slots: no more than ``limit`` coroutines of this
+    process poll for a slot (each poller holds a connection), however many are waiting — 200
+    waiting steps must not open 200 connections."""
+    key = (id(asyncio.get_running_loop()), name, limit)
+    gate = _local_gates.get(key)
+    if gate is None:
+        gate = _local_gates[key] = asyncio.Semaphore(limit)
+    return gate
 
 
 @contextlib.asynccontextmanager
 async def global_slot(name: str, limit: int, poll_seconds: float = 0.02) -> AsyncIterator[int]:
     """Hold one of ``limit`` system-wide slots named ``name``; waits (never drops) when all are taken."""
     limit = max(1, int(limit))
+    async with _local_gate(name, limit):
+        async with _pg_slot(name, limit, poll_seconds) as slot:
+            yield slot
+
+
+@contextlib.asynccontextmanager
+async def _pg_slot(name: str, limit: int, poll_seconds: float) -> AsyncIterator[int]:
     ns = zlib.crc32(f"slot:{name}".encode()) - 2**31
     conn = await _pool.get()
     slot = -1
