@@ -145,6 +145,19 @@ DOCUMENT: dict[str, Any] = {
                 "responses": {**_ok({"$ref": "#/components/schemas/AuditQueued"}), **_err(400, 404, 503)},
             }
         },
+        "/api/audits/run-latest": {
+            "post": {
+                "summary": "Queue an audit of one fiche with the newest active config",
+                "requestBody": _body({"type": "object", "required": ["fiche_id"], "properties": {
+                    "fiche_id": {"oneOf": [{"type": "string"}, {"type": "integer"}]},
+                    "user_id": {"type": "string"},
+                    "use_rlm": {"type": "boolean"}, "useRlm": {"type": "boolean"}}}),
+                "responses": {**_ok({"allOf": [_ref("AuditQueued"), {"type": "object", "properties": {
+                    "audit_config_name": {"type": "string"}}}]}),
+                              **_err(400, 404, 503)},
+                "description": "400 `Missing required parameters` without fiche_id; 404 when no config is active.",
+            }
+        },
         "/api/audit-configs": {
             "get": {
                 "summary": "Audit configs, newest first (active only unless include_inactive=true)",

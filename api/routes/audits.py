@@ -4,6 +4,7 @@
 registers the fiche partition and launches the ``audit_fiche`` job through Dagster GraphQL with
 the tracking id in its config and tags. The reply carries the tracking id (the realtime channel)
 and the Dagster run id (``event_id``, and the key of ``/api/runs/{run_id}/events``).
+``POST /api/audits/run-latest`` launches the same way with the newest active config (404 if none).
 """
 
 from __future__ import annotations
@@ -21,12 +22,18 @@ from api.dagster_client import DagsterUnavailable
 from api.errors import ApiError, not_found, validation_error
 from auditflow_dagster.db.audits import audit_detail
 from auditflow_dagster.db.clock import iso, now_utc
+from auditflow_dagster.db.config_admin import latest_active_config
 from auditflow_dagster.db.models import AuditConfig
 
 MISSING = {
     "success": False,
     "error": "Missing required parameters",
     "message": "Both audit_config_id (or audit_id) and fiche_id are required",
+}
+MISSING_FICHE = {
+    "success": False,
+    "error": "Missing required parameters",
+    "message": "fiche_id is required",
 }
 _POSITIVE_INT = re.compile(r"^\s*\d+\s*$")
 
@@ -68,26 +75,27 @@ def _optional_digits(body: dict[str, Any], key: str) -> int | None:
     raise validation_error(f"Invalid {key}: digit string expected")
 
 
-async def _launch(request: Request, *, alias: bool) -> JSONResponse:
-    body = await json_body(request)
-    fiche_id, config_id = _fiche_id(body), _config_id(body)
-    if fiche_id is None or config_id is None:
-        return JSONResponse(MISSING, status_code=400)
+def _user_id(body: dict[str, Any]) -> str | None:
     user_id = body.get("user_id")
-    if user_id is not None and not isinstance(user_id, (str, int)):
+    if user_id is None:
+        return None
+    if isinstance(user_id, bool) or not isinstance(user_id, (str, int)):
         raise validation_error("Invalid user_id")
-    trigger_source = "api"
-    schedule_id = run_ref = None
-    if alias:
-        schedule_id = _optional_digits(body, "automation_schedule_id")
-        run_ref = _optional_digits(body, "automation_run_id")
-        ts = body.get("trigger_source", "api")
-        if not isinstance(ts, str) or not ts.strip() or len(ts) > 50:
-            raise validation_error("Invalid trigger_source (1..50 characters)")
-        trigger_source = ts.strip()
-    exists = await db_call(lambda s: s.get(AuditConfig, config_id) is not None)
-    if not exists:
-        raise not_found(f"Audit config {config_id} not found")
+    return str(user_id)
+
+
+async def _queue(
+    request: Request,
+    body: dict[str, Any],
+    *,
+    fiche_id: str,
+    config_id: int,
+    user_id: str | None,
+    trigger_source: str = "api",
+    schedule_id: int | None = None,
+    run_ref: int | None = None,
+) -> dict[str, Any]:
+    """Launch ``audit_fiche`` for one (fiche, existing config); the queue reply of spec 03 §7."""
     use_rlm = _use_rlm(body)
     tracking_id = f"audit-{fiche_id}-{config_id}-{int(time.time() * 1000)}"
     audit_config: dict[str, Any] = {
@@ -95,7 +103,7 @@ async def _launch(request: Request, *, alias: bool) -> JSONResponse:
         "audit_tracking_ids": {fiche_id: tracking_id},
         "use_rlm": use_rlm,
         "trigger_source": trigger_source,
-        "trigger_user_id": str(user_id) if user_id is not None else None,
+        "trigger_user_id": user_id,
         "skip_if_audited": False,
     }
     if schedule_id is not None:
@@ -116,7 +124,7 @@ async def _launch(request: Request, *, alias: bool) -> JSONResponse:
         )
     except DagsterUnavailable as exc:
         raise ApiError(503, f"Pipeline unavailable: {exc}", "SERVICE_UNAVAILABLE") from None
-    return JSONResponse({
+    return {
         "success": True,
         "message": "Audit queued for processing",
         "event_id": run_id,
@@ -125,7 +133,29 @@ async def _launch(request: Request, *, alias: bool) -> JSONResponse:
         "fiche_id": fiche_id,
         "audit_config_id": config_id,
         "metadata": {"timestamp": iso(now_utc()), "status": "queued"},
-    })
+    }
+
+
+async def _launch(request: Request, *, alias: bool) -> JSONResponse:
+    body = await json_body(request)
+    fiche_id, config_id = _fiche_id(body), _config_id(body)
+    if fiche_id is None or config_id is None:
+        return JSONResponse(MISSING, status_code=400)
+    user_id = _user_id(body)
+    trigger_source = "api"
+    schedule_id = run_ref = None
+    if alias:
+        schedule_id = _optional_digits(body, "automation_schedule_id")
+        run_ref = _optional_digits(body, "automation_run_id")
+        ts = body.get("trigger_source", "api")
+        if not isinstance(ts, str) or not ts.strip() or len(ts) > 50:
+            raise validation_error("Invalid trigger_source (1..50 characters)")
+        trigger_source = ts.strip()
+    exists = await db_call(lambda s: s.get(AuditConfig, config_id) is not None)
+    if not exists:
+        raise not_found(f"Audit config {config_id} not found")
+    return JSONResponse(await _queue(request, body, fiche_id=fiche_id, config_id=config_id, user_id=user_id,
+                                     trigger_source=trigger_source, schedule_id=schedule_id, run_ref=run_ref))
 
 
 async def run_audit(request: Request) -> JSONResponse:
@@ -134,6 +164,26 @@ async def run_audit(request: Request) -> JSONResponse:
 
 async def run_audit_alias(request: Request) -> JSONResponse:
     return await _launch(request, alias=True)
+
+
+async def run_latest(request: Request) -> JSONResponse:
+    """``POST /api/audits/run-latest``: the newest active config (spec 03 §1.2), else 404."""
+    body = await json_body(request)
+    fiche_id = _fiche_id(body)
+    if fiche_id is None:
+        return JSONResponse(MISSING_FICHE, status_code=400)
+    user_id = _user_id(body)
+
+    def newest(s) -> tuple[int, str] | None:
+        row = latest_active_config(s)
+        return None if row is None else (row.id, row.name)
+
+    latest = await db_call(newest)
+    if latest is None:
+        raise not_found("No active audit configuration found")
+    config_id, config_name = latest
+    reply = await _queue(request, body, fiche_id=fiche_id, config_id=config_id, user_id=user_id)
+    return JSONResponse({**reply, "audit_config_name": config_name})
 
 
 async def get_audit(request: Request) -> JSONResponse:
@@ -146,6 +196,7 @@ async def get_audit(request: Request) -> JSONResponse:
 
 routes = [
     Route("/api/audits/run", run_audit, methods=["POST"]),
+    Route("/api/audits/run-latest", run_latest, methods=["POST"]),
     Route("/api/audits", run_audit_alias, methods=["POST"]),
     Route("/api/audits/{audit_id}", get_audit, methods=["GET"]),
 ]

@@ -1,5 +1,6 @@
-"""Audit configuration routes (spec 03 §1.3/§1.4, spec 06 §4.4), over HTTP against the real
-PostgreSQL; the app talks to the fake Dagster GraphQL of ``test_transcription_api``."""
+"""Audit configuration routes (spec 03 §1.3/§1.4, spec 06 §4.4) and ``POST /api/audits/run-latest``
+(spec 03 §7), over HTTP against the real PostgreSQL; launches go to the fake Dagster GraphQL of
+``test_transcription_api``."""
 
 from __future__ import annotations
 
@@ -462,3 +463,68 @@ def test_import_export_errors_and_reply_keys(client):
 def test_non_numeric_ids_are_400(client, method, path):
     r = client.request(method, BASE + path, json={})
     assert _error(r)["error"].startswith("Invalid ")
+
+
+# --------------------------------------------------------------------------------------------- #
+# Runs: /api/audits/run-latest, use_rlm on /api/audits/run
+# --------------------------------------------------------------------------------------------- #
+
+
+def _launched(fake: FakeDagster) -> dict[str, Any]:
+    return fake.launches[-1]["run_config"]["ops"]["audit_step_results"]["config"]
+
+
+def test_run_latest(client, fake_dagster):
+    err = _error(client.post("/api/audits/run-latest", json={"fiche_id": "900000001"}), 404, "NOT_FOUND")
+    assert err["error"] == "No active audit configuration found"
+    _create(client, name="old active")
+    newest_active = _create(client, name="newest active")
+    _create(client, name="newer but inactive", isActive=False)
+    assert fake_dagster.launches == []
+    for body in ({}, {"fiche_id": ""}, {"fiche_id": "12a"}, {"fiche_id": None}, {"user_id": "u"}):
+        r = client.post("/api/audits/run-latest", json=body)
+        assert r.status_code == 400 and r.json() == {"success": False, "error": "Missing required parameters",
+                                                     "message": "fiche_id is required"}
+    _error(client.post("/api/audits/run-latest", json={"fiche_id": "1", "user_id": {"a": 1}}))
+    assert fake_dagster.launches == []
+
+    r = client.post("/api/audits/run-latest", json={"fiche_id": 900000001, "user_id": "u7", "useRlm": True})
+    assert r.status_code == 200, r.json()
+    body = r.json()
+    [launch] = fake_dagster.launches
+    assert body["success"] is True and body["message"] == "Audit queued for processing"
+    assert body["audit_config_id"] == int(newest_active) and body["audit_config_name"] == "newest active"
+    assert body["fiche_id"] == "900000001" and body["event_id"] == launch["run_id"]
+    assert body["audit_id"].startswith(f"audit-900000001-{newest_active}-")
+    assert body["metadata"]["status"] == "queued"
+    assert launch["job"] == "audit_fiche" and launch["tags"]["dagster/partition"] == "900000001"
+    assert launch["tags"]["auditflow/tracking_id"] == body["audit_id"]
+    assert _launched(fake_dagster) == {
+        "audit_config_ids": [int(newest_active)], "audit_tracking_ids": {"900000001": body["audit_id"]},
+        "use_rlm": True, "trigger_source": "api", "trigger_user_id": "u7", "skip_if_audited": False}
+
+    fake_dagster.fail_launch = True
+    _error(client.post("/api/audits/run-latest", json={"fiche_id": "900000001"}), 503, "SERVICE_UNAVAILABLE")
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ({}, False), ({"use_rlm": True}, True), ({"useRlm": True}, True), ({"use_rlm": False, "useRlm": True}, False),
+    ({"use_rlm": "true"}, False), ({"useRlm": 1}, False), ({"use_rlm": None, "useRlm": True}, False),
+])
+@pytest.mark.parametrize("path", ["/api/audits/run", "/api/audits", "/api/audits/run-latest"])
+def test_use_rlm_reaches_the_run_config(client, fake_dagster, path, flags, expected):
+    cid = _create(client)
+    r = client.post(path, json={"fiche_id": "900000002", "audit_config_id": cid, **flags})
+    assert r.status_code == 200, r.json()
+    assert _launched(fake_dagster)["use_rlm"] is expected
+
+
+def test_unknown_config_is_404_before_any_launch(client, fake_dagster):
+    cid = _create(client)
+    for path in ("/api/audits/run", "/api/audits"):
+        r = client.post(path, json={"fiche_id": "900000003", "audit_config_id": int(cid) + 100})
+        assert _error(r, 404, "NOT_FOUND")["error"] == f"Audit config {int(cid) + 100} not found"
+    assert fake_dagster.launches == [] and fake_dagster.partitions == []
+    # inactive configs stay runnable by id
+    client.put(f"{BASE}/{cid}", json={"isActive": False})
+    assert client.post("/api/audits/run", json={"fiche_id": "900000003", "audit_config_id": cid}).status_code == 200
