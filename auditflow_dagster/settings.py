@@ -129,6 +129,11 @@ class Settings(BaseSettings):
         default=40, validation_alias=_env("AUDIT_STEP_TIMELINE_MAX_CHUNKS")
     )
     audit_watchdog_minutes: int = Field(default=30, validation_alias=_env("AUDIT_WATCHDOG_MINUTES"))
+    # Transcript tools mode (use_rlm, spec 03 §5); clamped where used (rounds ≥ 2, fetch 1..40, …).
+    audit_tools_max_rounds: int = Field(default=8, validation_alias=_env("AUDIT_TOOLS_MAX_ROUNDS"))
+    audit_tools_max_search_results: int = Field(default=25, validation_alias=_env("AUDIT_TOOLS_MAX_SEARCH_RESULTS"))
+    audit_tools_max_chunk_fetch: int = Field(default=20, validation_alias=_env("AUDIT_TOOLS_MAX_CHUNK_FETCH"))
+    audit_tools_max_chunk_chars: int = Field(default=20000, validation_alias=_env("AUDIT_TOOLS_MAX_CHUNK_CHARS"))
 
     # --- pipeline shape ----------------------------------------------------------------------
     fiches_per_run: int = Field(default=50, validation_alias=_env("AUDITFLOW_FICHES_PER_RUN"))

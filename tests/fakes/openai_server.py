@@ -1,4 +1,10 @@
-"""A fake OpenAI Responses API (``POST /v1/responses``) returning real Response objects."""
+"""A fake OpenAI Responses API (``POST /v1/responses``) returning real Response objects.
+
+Besides canned answers it can run a ``handler`` per request, which sees the decoded request body
+(so a test can check the conversation the client sends — tool results, ``tool_choice`` per round)
+and returns the next response, e.g. function calls built with :func:`function_call`. A failing
+check in a handler is recorded in ``errors`` and answered with a 400 (never retried by the SDK).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from typing import Any
+from typing import Any, Callable
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -61,10 +67,24 @@ def step_analysis_example(points: list[str] | None = None) -> dict[str, Any]:
     }
 
 
+def function_call(name: str, arguments: Any, *, call_id: str | None = None) -> dict[str, Any]:
+    """A ``function_call`` output item; ``arguments`` is sent as given when a string, else as JSON."""
+    return {
+        "id": f"fc_{uuid.uuid4().hex}",
+        "type": "function_call",
+        "status": "completed",
+        "name": name,
+        "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments),
+        "call_id": call_id or f"call_{uuid.uuid4().hex[:12]}",
+    }
+
+
 def response_object(
     output_text: str, *, model: str, usage: tuple[int, int] = (1200, 300), refusal: str | None = None,
-    status: str = "completed",
+    status: str = "completed", tool_calls: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """A Response; with ``tool_calls`` the output is those ``function_call`` items (plus a message
+    only when ``output_text`` is non-empty)."""
     content: dict[str, Any]
     if refusal is not None:
         content = {"type": "refusal", "refusal": refusal}
@@ -73,15 +93,17 @@ def response_object(
     output: list[dict[str, Any]] = []
     if model.startswith(("gpt-5", "o")):
         output.append({"id": f"rs_{uuid.uuid4().hex}", "type": "reasoning", "summary": [], "status": None})
-    output.append(
-        {
-            "id": f"msg_{uuid.uuid4().hex}",
-            "type": "message",
-            "status": "completed",
-            "role": "assistant",
-            "content": [content],
-        }
-    )
+    if not tool_calls or output_text or refusal is not None:
+        output.append(
+            {
+                "id": f"msg_{uuid.uuid4().hex}",
+                "type": "message",
+                "status": "completed",
+                "role": "assistant",
+                "content": [content],
+            }
+        )
+    output.extend(tool_calls or [])
     inp, out = usage
     return {
         "id": f"resp_{uuid.uuid4().hex}",
@@ -126,6 +148,9 @@ class FakeOpenAI:
         self.output_text: str = json.dumps(step_analysis_example())
         self.refusal: str | None = None
         self.status: str = "completed"
+        #: Called with each authorised request body; returns a Response dict or a Reply.
+        self.handler: Callable[[dict[str, Any]], Any] | None = None
+        self.errors: list[str] = []
         self._lock = threading.Lock()
         self.app = Starlette(routes=[Route("/v1/responses", self._responses, methods=["POST"])])
 
@@ -155,6 +180,17 @@ class FakeOpenAI:
             )
         if scripted:
             return await scripted.render()
+        if self.handler is not None and isinstance(payload, dict):
+            try:
+                with self._lock:
+                    answer = self.handler(payload)
+            except Exception as exc:  # noqa: BLE001 - a failed check is reported to the test, not raised here
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+                return JSONResponse({"error": {"message": f"fake check failed: {exc}"[:500],
+                                               "type": "invalid_request_error"}}, status_code=400)
+            if isinstance(answer, Reply):
+                return await answer.render()
+            return JSONResponse(answer)
         if not isinstance(payload, dict) or not payload.get("model"):
             return JSONResponse({"error": {"message": "model required", "type": "invalid_request_error"}}, status_code=400)
         return JSONResponse(
