@@ -31,8 +31,14 @@ from auditflow_dagster.assets.runtime import (
 from auditflow_dagster.assets.transcripts import transcripts
 from auditflow_dagster.core.audit_config import AuditConfigSpec, AuditStepSpec
 from auditflow_dagster.core.finalize import finalize_audit
-from auditflow_dagster.core.prompts import build_step_prompt, fallback_step_output
+from auditflow_dagster.core.prompts import (
+    build_step_prompt,
+    build_tools_system_prompt,
+    build_tools_user_prompt,
+    fallback_step_output,
+)
 from auditflow_dagster.core.timeline import build_timeline, excerpt_text, timeline_text
+from auditflow_dagster.core.transcript_tools import transcript_mode
 from auditflow_dagster.db import audits as audit_db
 from auditflow_dagster.db import fiches as fiche_db
 from auditflow_dagster.db.clock import iso, now_utc
@@ -70,13 +76,20 @@ def root_run_id(context: AssetExecutionContext) -> str:
     return context.run.root_run_id or context.run_id
 
 
-def _base(audit: Audit, fiche_id: str, run_id: str) -> dict[str, Any]:
+def _approach(audit: Audit, timeline: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """``{use_rlm, transcript_mode}`` (spec 03 §2.6, §5): tools mode needs a non-empty timeline, else the
+    steps silently run in prompt mode. Before the timeline is known, the request decides."""
+    mode = ("tools" if audit.use_rlm else "prompt") if timeline is None else transcript_mode(audit.use_rlm, timeline)
+    return {"use_rlm": audit.use_rlm, "transcript_mode": mode}
+
+
+def _base(audit: Audit, fiche_id: str, run_id: str, timeline: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     return {
         "audit_id": audit.tracking_id,
         "audit_db_id": str(audit.id),
         "fiche_id": fiche_id,
         "event_id": run_id,
-        "approach": {"use_rlm": audit.use_rlm, "transcript_mode": "tools" if audit.use_rlm else "prompt"},
+        "approach": _approach(audit, timeline),
     }
 
 
@@ -204,7 +217,9 @@ def audit_step_results(
         snap_spec = AuditConfigSpec.model_validate({k: v for k, v in snapshot.config.items() if k != "id"})
         timeline = snapshot.timeline
         done = await in_tx(audit_db.done_positions, audit.id)
-        base = _base(audit, fiche_id, run_id)
+        base = _base(audit, fiche_id, run_id, timeline)
+        mode = base["approach"]["transcript_mode"]
+        tools_system = build_tools_system_prompt(snap_spec) if mode == "tools" else None
         total = len(snap_spec.steps)
         step_sem = asyncio.Semaphore(settings.audit_step_per_audit_concurrency)
 
@@ -215,12 +230,18 @@ def audit_step_results(
                 await in_tx(lambda s: emit(s, "audit.step_started", {
                     **base, "status": "processing", "step_position": st.position, "step_name": st.name,
                     "total_steps": total, "step_weight": st.weight, "is_critical": st.is_critical}))
-                block = snapshot.step_excerpts.get(str(st.position)) or snapshot.timeline_text
-                prompt = build_step_prompt(snap_spec, st, block, total_steps=total)
+                if mode == "tools":  # the model searches the same frozen timeline gating reads (§5)
+                    prompt = build_tools_user_prompt(snap_spec, st, total_steps=total)
+                    extra: dict[str, Any] = {"system_prompt": tools_system, "transcript_mode": "tools"}
+                else:
+                    block = snapshot.step_excerpts.get(str(st.position)) or snapshot.timeline_text
+                    prompt = build_step_prompt(snap_spec, st, block, total_steps=total)
+                    extra = {}
                 error: str | None = None
                 try:
                     async with global_slot("llm", settings.llm_concurrency):
-                        call = await auditor.analyze_step(prompt=prompt, config=snap_spec, step=st, timeline=timeline)
+                        call = await auditor.analyze_step(prompt=prompt, config=snap_spec, step=st, timeline=timeline,
+                                                          **extra)
                     output, usage, used_model = call.output, call.usage, call.model
                 except Exception as exc:  # noqa: BLE001 - any analyzer failure becomes the fallback (§8)
                     error = str(exc)[:500] or exc.__class__.__name__
