@@ -30,7 +30,6 @@ from auditflow_dagster.assets.runtime import (
 )
 from auditflow_dagster.assets.transcripts import transcripts
 from auditflow_dagster.core.audit_config import AuditConfigSpec, AuditStepSpec
-from auditflow_dagster.core.finalize import finalize_audit
 from auditflow_dagster.core.prompts import (
     build_step_prompt,
     build_tools_system_prompt,
@@ -48,8 +47,9 @@ from auditflow_dagster.db.configs import (
     load_config,
 )
 from auditflow_dagster.db.events import emit
+from auditflow_dagster.db.finalizer import finalize_running_audit
 from auditflow_dagster.db.locks import global_slot
-from auditflow_dagster.db.models import Audit, AuditStepResult, Recording
+from auditflow_dagster.db.models import Audit, AuditStepResult
 from auditflow_dagster.db.recordings import timeline_input
 from auditflow_dagster.partitions import fiches_partitions
 from auditflow_dagster.resources.database import DatabaseResource
@@ -171,6 +171,10 @@ def audit_step_results(
                 dagster_run_id=root, trigger_source=config.trigger_source, trigger_user_id=config.trigger_user_id,
                 use_rlm=config.use_rlm, automation_schedule_id=config.automation_schedule_id,
                 automation_run_id=config.automation_run_id)
+            if not created and audit.dagster_run_id != root:
+                # a new run resuming this audit (same tracking id after the first run died) adopts it,
+                # so its own finalizer — not the dead run's — completes it
+                audit.dagster_run_id = root
             base = _base(audit, fiche_id, run_id)
             if created:
                 emit(s, "audit.started", {**base, "status": "started", "audit_config_id": str(config_id),
@@ -322,99 +326,10 @@ def audits(context: AssetExecutionContext, db: DatabaseResource) -> MaterializeR
                 return []
             out = []
             for audit in audit_db.running_audits_for_run(s, row.id, [root]):
-                out.append(finalize_one(s, audit, row, fiche_id))
+                out.append(finalize_running_audit(s, audit, row, context.run_id))
             return out
 
         return await in_tx(work)
-
-    def finalize_one(s, audit: Audit, row, fiche_id: str) -> dict[str, Any]:
-        s.refresh(audit, with_for_update=True)  # single-flight per audit
-        base = _base(audit, fiche_id, context.run_id)
-        if audit.status != "running":
-            return {"fiche_id": fiche_id, "audit_id": audit.id, "status": audit.status}
-        snapshot = audit_db.get_snapshot(s, audit.id)
-        spec = AuditConfigSpec.model_validate({k: v for k, v in snapshot.config.items() if k != "id"})
-        stored = audit_db.load_step_outputs(s, audit.id)
-        fin = finalize_audit(spec, stored, snapshot.timeline, gating_enabled=settings.audit_evidence_gating,
-                             min_quote_chars=settings.audit_evidence_min_quote_chars)
-        steps_by_pos = {st.position: st for st in spec.steps}
-        total_tokens = sum(int(v.get("total_tokens") or 0) for v in stored.values())
-        for pos, payload in fin.steps.items():
-            prev = stored.get(pos) or {}
-            failed = pos in fin.technically_failed
-            raw_meta = ((prev.get("raw_result") or {}).get("step_metadata") or {})
-            audit_db.upsert_step_result(
-                s, audit.id, steps_by_pos[pos], payload, usage=(prev.get("raw_result") or {}).get("usage") or {},
-                failed=failed, error=raw_meta.get("error") or fin.replaced.get(pos),
-                model=(prev.get("raw_result") or {}).get("model"))
-        if fin.all_failed:
-            audit_db.fail_audit(s, audit, "all steps failed")
-            emit(s, "audit.failed", {**base, "status": "failed", "error": "all steps failed", "failed_phase": "analysis",
-                                     "failed_at": iso(now_utc()),
-                                     "partial_results": {"completed_steps": len(fin.steps), "total_steps": len(fin.steps),
-                                                         "failed_steps": len(fin.steps)}})
-            return {"fiche_id": fiche_id, "audit_id": audit.id, "status": "failed"}
-        c = fin.compliance
-        completed_at = now_utc()
-        failed_steps = sum(1 for p in fin.steps.values() if not p.get("traite"))
-        audit.overall_score = c.score_percentage
-        audit.score_percentage = c.score_percentage
-        audit.niveau = c.niveau
-        audit.is_compliant = c.is_compliant
-        audit.critical_passed = c.critical_passed
-        audit.critical_total = c.critical_total
-        audit.status = "completed"
-        audit.completed_at = completed_at
-        audit.duration_ms = int((completed_at - audit.started_at).total_seconds() * 1000)
-        audit.total_tokens = total_tokens
-        audit.successful_steps = len(fin.steps) - failed_steps
-        audit.failed_steps = failed_steps
-        approach = {"use_rlm": audit.use_rlm, "transcript_mode": "tools" if audit.use_rlm else "prompt"}
-        compliance = c.as_result_dict()
-        audit.result_data = {
-            "audit_db_id": str(audit.id),
-            "audit_tracking_id": audit.tracking_id,
-            "audit": {
-                "config": {"id": str(audit.audit_config_id), "name": spec.name, "description": spec.description},
-                "config_snapshot": snapshot.config,
-                "fiche": {"fiche_id": fiche_id, "prospect_name": " ".join(
-                    x for x in (row.prospect_prenom, row.prospect_nom) if x), "groupe": row.groupe},
-                "results": {"compliance": compliance, "approach": approach},
-                "compliance": compliance,
-                "approach": approach,
-            },
-            "statistics": {
-                "recordings_count": audit.recordings_count,
-                "transcriptions_count": s.scalar(select(func.count()).select_from(Recording).where(
-                    Recording.fiche_cache_id == row.id, Recording.has_transcription.is_(True))),
-                "timeline_chunks": audit.timeline_chunks,
-                "successful_steps": audit.successful_steps,
-                "failed_steps": failed_steps,
-                "total_time_seconds": 0,
-                "total_tokens": total_tokens,
-            },
-            "metadata": {
-                "started_at": iso(audit.started_at),
-                "completed_at": iso(completed_at),
-                "duration_ms": audit.duration_ms,
-                "approach": approach,
-                "evidence_gating": fin.gating.as_dict(),
-                "replaced_steps": {str(k): v for k, v in fin.replaced.items()},
-            },
-        }
-        scores = {"overall_score": c.overall_score_label(), "score_percentage": c.percentage_label(),
-                  "niveau": c.niveau, "is_compliant": c.is_compliant,
-                  "critical_issues": f"{c.critical_passed}/{c.critical_total}"}
-        emit(s, "audit.compliance_calculated", {**base, "status": "calculated", **scores})
-        emit(s, "audit.completed", {**base, "status": "completed", **scores,
-                                    "successful_steps": audit.successful_steps, "failed_steps": failed_steps,
-                                    "total_tokens": total_tokens, "duration_seconds": round(audit.duration_ms / 1000),
-                                    "completed_at": iso(completed_at)})
-        return {"fiche_id": fiche_id, "audit_id": audit.id, "status": "completed", "score": float(c.score_percentage),
-                "niveau": c.niveau, "critical": f"{c.critical_passed}/{c.critical_total}",
-                "gating_removed": fin.gating.removed_citations,
-                "steps": [(p, spec_step.name, fin.steps[p]["score"], spec_step.weight, fin.steps[p]["conforme"])
-                          for p, spec_step in sorted(steps_by_pos.items())]}
 
     results = [r for rs in run_async(lambda: bounded_gather(settings.fiche_concurrency, keys, finalize_fiche)) for r in rs]
     done = [r for r in results if r["status"] == "completed"]
