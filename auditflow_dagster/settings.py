@@ -129,6 +129,9 @@ class Settings(BaseSettings):
         default=40, validation_alias=_env("AUDIT_STEP_TIMELINE_MAX_CHUNKS")
     )
     audit_watchdog_minutes: int = Field(default=30, validation_alias=_env("AUDIT_WATCHDOG_MINUTES"))
+    #: ``package.module:function`` mapping a fiche's CRM details to a product (spec 03 §3.3); unset →
+    #: no product catalogue: ``verifyProductInfo`` steps get verification variant C.
+    product_lookup: str = Field(default="", validation_alias=_env("AUDITFLOW_PRODUCT_LOOKUP"))
     # Transcript tools mode (use_rlm, spec 03 §5); clamped where used (rounds ≥ 2, fetch 1..40, …).
     audit_tools_max_rounds: int = Field(default=8, validation_alias=_env("AUDIT_TOOLS_MAX_ROUNDS"))
     audit_tools_max_search_results: int = Field(default=25, validation_alias=_env("AUDIT_TOOLS_MAX_SEARCH_RESULTS"))

@@ -30,6 +30,11 @@ from auditflow_dagster.assets.runtime import (
 )
 from auditflow_dagster.assets.transcripts import transcripts
 from auditflow_dagster.core.audit_config import AuditConfigSpec, AuditStepSpec
+from auditflow_dagster.core.product_context import (
+    ProductInfo,
+    find_product,
+    resolve_lookup,
+)
 from auditflow_dagster.core.prompts import (
     build_step_prompt,
     build_tools_system_prompt,
@@ -200,9 +205,14 @@ def audit_step_results(
                     str(st.position): excerpt_text(timeline, st, settings.audit_step_timeline_max_chunks)
                     for st in spec.steps if st.verify_product_info and settings.audit_step_timeline_excerpt
                 }
+                product = None
+                if any(st.verify_product_info for st in spec.steps):  # product link, best effort (§2.1 step 4)
+                    product = find_product(resolve_lookup(settings.product_lookup),
+                                           fiche_db.read_fiche_details(s, row))
                 snap = audit_db.write_snapshot(
                     s, audit.id, config={"id": config_id, **spec.model_dump(mode="json")}, timeline=timeline,
-                    timeline_text=timeline_text(timeline), step_excerpts=excerpts)
+                    timeline_text=timeline_text(timeline), step_excerpts=excerpts,
+                    product_info=product.model_dump(mode="json") if product else None)
                 audit.recordings_count = len(timeline)
                 audit.timeline_chunks = sum(len(r["chunks"]) for r in timeline)
                 emit(s, "audit.timeline_generated", {**base, "status": "generated", "recordings_count": len(timeline),
@@ -224,6 +234,7 @@ def audit_step_results(
         base = _base(audit, fiche_id, run_id, timeline)
         mode = base["approach"]["transcript_mode"]
         tools_system = build_tools_system_prompt(snap_spec) if mode == "tools" else None
+        product = ProductInfo.model_validate(snapshot.product_info) if snapshot.product_info else None
         total = len(snap_spec.steps)
         step_sem = asyncio.Semaphore(settings.audit_step_per_audit_concurrency)
 
@@ -235,11 +246,11 @@ def audit_step_results(
                     **base, "status": "processing", "step_position": st.position, "step_name": st.name,
                     "total_steps": total, "step_weight": st.weight, "is_critical": st.is_critical}))
                 if mode == "tools":  # the model searches the same frozen timeline gating reads (§5)
-                    prompt = build_tools_user_prompt(snap_spec, st, total_steps=total)
+                    prompt = build_tools_user_prompt(snap_spec, st, total_steps=total, product=product)
                     extra: dict[str, Any] = {"system_prompt": tools_system, "transcript_mode": "tools"}
                 else:
                     block = snapshot.step_excerpts.get(str(st.position)) or snapshot.timeline_text
-                    prompt = build_step_prompt(snap_spec, st, block, total_steps=total)
+                    prompt = build_step_prompt(snap_spec, st, block, total_steps=total, product=product)
                     extra = {}
                 error: str | None = None
                 try:

@@ -9,9 +9,15 @@ from the audit snapshot.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from auditflow_dagster.core.audit_config import AuditConfigSpec, AuditStepSpec
+from auditflow_dagster.core.product_context import (
+    ProductInfo,
+    product_context_block,
+    verification_block,
+)
 
 __all__ = [
     "build_step_prompt",
@@ -19,14 +25,6 @@ __all__ = [
     "build_tools_user_prompt",
     "fallback_step_output",
 ]
-
-_VERIFICATION_NO_PRODUCT = """\
-VÉRIFICATION DES INFORMATIONS PRODUIT
-Aucune documentation produit (tableau de garanties, conditions générales) n'est disponible pour cet audit.
-- N'invente JAMAIS de garantie, de montant, de taux de remboursement ni de délai de carence.
-- Évalue uniquement ce que le conseiller a effectivement dit dans la transcription (clarté, cohérence, mentions obligatoires).
-- Pour tout point de contrôle dont la vérification dépend des documents produit, attribue au mieux le statut PARTIEL \
-(jamais PRESENT sur ce seul fondement) et précise dans le commentaire que la documentation produit n'était pas disponible."""
 
 _PHONETIC_TOLERANCE = """\
 TOLÉRANCE PHONÉTIQUE (la transcription automatique peut déformer certains termes) :
@@ -129,6 +127,16 @@ _TOOLS_CLOSING = (
 )
 
 
+def _product_blocks(step: AuditStepSpec, product: ProductInfo | None,
+                    docs: Mapping[str, list[str]] | None) -> list[str]:
+    """Blocks 3 and 4 (spec 03 §3.3), for ``verifyProductInfo`` steps only: the product context
+    when a product was linked, then the verification block (variant A, B or C)."""
+    if not step.verify_product_info:
+        return []
+    blocks = [product_context_block(product)] if product is not None else []
+    return [*blocks, verification_block(product, docs)]
+
+
 def _yes_no(flag: bool) -> str:
     return "OUI" if flag else "NON"
 
@@ -165,12 +173,14 @@ def build_step_prompt(
     *,
     total_steps: int,
     extra_instructions: str | None = None,
+    product: ProductInfo | None = None,
+    product_docs: Mapping[str, list[str]] | None = None,
 ) -> str:
     """The single user message of a prompt-mode step analysis (spec 03 §3.2, sections in order).
 
     1 config system prompt (omitted when empty — legacy printed ``null``) · 2 timeline or excerpt ·
-    3 product context (none yet: no product data) · 4 verification block, variant C for
-    ``verifyProductInfo`` steps · 5 step header · 6 description (empty, never ``null``), step prompt,
+    3 product context (when the lookup linked a product) · 4 verification block, variant A/B/C
+    for ``verifyProductInfo`` steps · 5 step header · 6 description (empty, never ``null``), step prompt,
     optional rerun instructions · 7 numbered control points · 8 keywords · 9 analysis rules and
     enum values · 10 closing line.
     """
@@ -181,9 +191,7 @@ def build_step_prompt(
         sections.append(system_prompt)
 
     sections.append(timeline_block)
-
-    if step.verify_product_info:
-        sections.append(_VERIFICATION_NO_PRODUCT)
+    sections.extend(_product_blocks(step, product, product_docs))
 
     sections.extend(_step_blocks(step, total_steps=total_steps, extra_instructions=extra_instructions))
     sections.append(_PHONETIC_TOLERANCE)
@@ -214,18 +222,18 @@ def build_tools_user_prompt(
     *,
     total_steps: int,
     extra_instructions: str | None = None,
+    product: ProductInfo | None = None,
+    product_docs: Mapping[str, list[str]] | None = None,
 ) -> str:
     """The user message of a tools-mode step analysis: blocks 3–8 of §3.2 and a "search first" line.
 
-    3 product context (none yet) · 4 verification block, same variant logic as prompt mode (C for
-    ``verifyProductInfo`` steps without product data — legacy only had vector-store docs here) ·
+    3 product context · 4 verification block, same variant logic as prompt mode (legacy only
+    had vector-store docs here) ·
     5–8 step header, description, instructions, control points, keywords · closing line.
     No timeline: the model reads the transcript through the tools.
     """
     del config  # the config system prompt goes in the system message
-    sections: list[str] = []
-    if step.verify_product_info:
-        sections.append(_VERIFICATION_NO_PRODUCT)
+    sections: list[str] = list(_product_blocks(step, product, product_docs))
     sections.extend(_step_blocks(step, total_steps=total_steps, extra_instructions=extra_instructions))
     sections.append(_TOOLS_CLOSING)
     return "\n\n".join(sections)

@@ -120,6 +120,7 @@ def write_snapshot(
     timeline: list[dict[str, Any]],
     timeline_text: str,
     step_excerpts: dict[str, str],
+    product_info: dict[str, Any] | None = None,
 ) -> AuditSnapshot:
     """Write the snapshot once; a retry keeps the first one (indices must never move)."""
     session.execute(
@@ -130,6 +131,7 @@ def write_snapshot(
             timeline=_clean(timeline),
             timeline_text=_clean(timeline_text),
             step_excerpts=_clean(step_excerpts),
+            product_info=_clean(product_info) if product_info is not None else None,
         )
         .on_conflict_do_nothing(index_elements=["audit_id"])
     )

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import signal
 import subprocess
@@ -125,8 +126,6 @@ def test_over_200_concurrent_step_requests_respect_the_global_llm_cap(db, dagste
     fixture = SHARED_FIXTURES / "audit_config_18_points.json"
     if not fixture.exists():
         pytest.skip("shared fixtures not present next to this checkout")
-    import json
-
     with session_scope() as s:
         config_id = import_legacy_json(s, json.loads(fixture.read_text(encoding="utf-8"))).id
     fake = TimedFakeOpenAI(delay=0.3, api_key=KEY)
@@ -142,3 +141,33 @@ def test_over_200_concurrent_step_requests_respect_the_global_llm_cap(db, dagste
     assert fake.peak == llm_cap  # reached, never exceeded
     with session_scope() as s:
         assert s.scalar(select(func.count()).select_from(Audit).where(Audit.status == "completed")) == 12
+
+
+def test_linked_product_reaches_the_snapshot_and_the_product_steps_prompts(db, dagster_instance, monkeypatch):
+    monkeypatch.setenv("AUDITFLOW_PRODUCT_LOOKUP", "tests.unit.test_product_context:lookup_from_fiche")
+    get_settings.cache_clear()
+    try:
+        [fiche_id] = _transcribed_fiches(dagster_instance, 1)
+        with session_scope() as s:
+            config_id = ensure_bundled_config(s)
+        fake = TimedFakeOpenAI(delay=0.0, api_key=KEY)
+        with serve_app(fake.app) as base:
+            llm = LlmResource(mode="openai", api_key=KEY, base_url=f"{base}/v1")
+            assert materialize([audit_step_results, audits], partition_key=fiche_id, instance=dagster_instance,
+                               resources={**_sample(), "llm": llm},
+                               run_config={"ops": {"audit_step_results": {"config": {
+                                   "audit_config_ids": [config_id], "audit_tracking_ids": {fiche_id: "audit-product"}}}}}
+                               ).success
+    finally:
+        get_settings.cache_clear()
+    from auditflow_dagster.db.models import AuditSnapshot
+
+    with session_scope() as s:
+        snap = s.get(AuditSnapshot, _audit("audit-product").id)
+        product_name = snap.product_info["nom"]
+    prompts = [json.dumps(r["json"]["input"], ensure_ascii=False) for r in fake.requests]
+    product_steps = [st for st in generator.load_checklist().steps if st.verify_product_info]
+    with_product = [p for p in prompts if "CONTEXTE PRODUIT" in p]
+    assert product_name and len(with_product) == len(product_steps) >= 1
+    assert all(f"« {product_name} »" in p for p in with_product)  # variant B names the product
+    assert not any("Aucune documentation produit" in p for p in prompts)  # no step fell back to variant C
