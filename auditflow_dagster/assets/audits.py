@@ -352,14 +352,17 @@ def audits(context: AssetExecutionContext, db: DatabaseResource) -> MaterializeR
         "audits_failed": sum(1 for r in results if r["status"] == "failed"),
         "niveau_counts": MetadataValue.json(niveaux),
         "mean_score": round(sum(r["score"] for r in done) / len(done), 2) if done else 0.0,
+        "total_tokens": sum(r["tokens"] for r in done),
         "audits": MetadataValue.md(markdown_table(
-            ["fiche", "audit", "score %", "niveau", "critical", "citations removed"],
-            [[r["fiche_id"], r["audit_id"], r["score"], r["niveau"], r["critical"], r["gating_removed"]] for r in done[:200]],
+            ["fiche", "audit", "score %", "niveau", "critical passed", "citations removed", "tokens"],
+            [[r["fiche_id"], r["audit_id"], r["score"], r["niveau"], r["critical"], r["gating_removed"], r["tokens"]]
+             for r in done[:200]],
         ) if done else "no audit finalized in this run"),
     }
     if len(done) == 1:
         metadata["score"] = done[0]["score"]
         metadata["niveau"] = done[0]["niveau"]
+        metadata["critical_passed"] = done[0]["critical"]
         metadata["steps"] = MetadataValue.md(markdown_table(
             ["#", "step", "score", "max", "verdict"], [list(t) for t in done[0]["steps"]]))
     return MaterializeResult(metadata=metadata)

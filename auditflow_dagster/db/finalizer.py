@@ -128,5 +128,6 @@ def finalize_running_audit(s: Session, audit: Audit, row: FicheCache, run_id: st
     return {"fiche_id": fiche_id, "audit_id": audit.id, "status": "completed", "score": float(c.score_percentage),
             "niveau": c.niveau, "critical": f"{c.critical_passed}/{c.critical_total}",
             "gating_removed": fin.gating.removed_citations, "replaced_steps": sorted(fin.replaced),
+            "tokens": total_tokens,
             "steps": [(p, spec_step.name, fin.steps[p]["score"], spec_step.weight, fin.steps[p]["conforme"])
                       for p, spec_step in sorted(steps_by_pos.items())]}

@@ -58,6 +58,14 @@ def test_checks_pass_on_a_finalized_audit_and_catch_each_corruption(db, dagster_
     assert not failing, failing
     assert evaluations["audit_citations_pass_gating"].metadata["citations_checked"].value > 0
     assert _problems(audit_id) == {"summary": [], "steps": [], "citations": [], "bounds": []}
+    [mat] = result.asset_materializations_for_node("audits")  # what an analyst sees in the UI
+    with session_scope() as s:
+        audit = s.get(Audit, audit_id)
+        assert mat.metadata["score"].value == float(audit.score_percentage)
+        assert mat.metadata["niveau"].value == audit.niveau
+        assert mat.metadata["critical_passed"].value == f"{audit.critical_passed}/{audit.critical_total}"
+        assert mat.metadata["total_tokens"].value == audit.total_tokens > 0
+    assert "| # | step | score | max | verdict |" in mat.metadata["steps"].value
 
     with session_scope() as s:  # a fabricated quote slipped into the stored rows
         cite = s.scalars(select(AuditStepResultCitation).where(AuditStepResultCitation.audit_id == audit_id)).first()
