@@ -820,3 +820,139 @@ class RateLimitBucket(Base):
     name: Mapped[str] = mapped_column(Text, primary_key=True)
     tokens: Mapped[float] = mapped_column(Float, nullable=False)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+# --------------------------------------------------------------------------------------------
+# After the verdict (spec 04): review/rerun trails, batches, chat
+# --------------------------------------------------------------------------------------------
+
+
+class AuditStepResultHumanReview(Base):
+    """Append-only trail of human overrides of a step or one of its control points (spec 04 §3.4)."""
+
+    __tablename__ = "audit_step_result_human_reviews"
+    __table_args__ = (
+        ForeignKeyConstraint(["audit_id", "step_position"], ["audit_step_results.audit_id", "audit_step_results.step_position"],
+                             ondelete="CASCADE"),
+        Index("ix_ashr_audit_step", "audit_id", "step_position"),
+    )
+    id: Mapped[int] = _pk()
+    audit_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    step_position: Mapped[int] = mapped_column(Integer, nullable=False)
+    reviewed_at: Mapped[dt.datetime | None] = mapped_column(TS, index=True)
+    reviewer: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("'step'"), default="step", index=True)
+    control_point_index: Mapped[int | None] = mapped_column(Integer, index=True)
+    point: Mapped[str | None] = mapped_column(Text)
+    previous_traite: Mapped[bool | None] = mapped_column(Boolean)
+    previous_conforme: Mapped[str | None] = mapped_column(Text)
+    previous_score: Mapped[int | None] = mapped_column(Integer)
+    previous_niveau_conformite: Mapped[str | None] = mapped_column(Text)
+    override_traite: Mapped[bool | None] = mapped_column(Boolean)
+    override_conforme: Mapped[str | None] = mapped_column(Text)
+    override_score: Mapped[int | None] = mapped_column(Integer)
+    override_niveau_conformite: Mapped[str | None] = mapped_column(Text)
+    previous_statut: Mapped[str | None] = mapped_column(Text)
+    previous_commentaire: Mapped[str | None] = mapped_column(Text)
+    override_statut: Mapped[str | None] = mapped_column(Text)
+    override_commentaire: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = _created()
+
+
+class AuditStepResultRerunEvent(Base):
+    """Append-only trail of step and control-point reruns (spec 04 §3.4)."""
+
+    __tablename__ = "audit_step_result_rerun_events"
+    __table_args__ = (
+        ForeignKeyConstraint(["audit_id", "step_position"], ["audit_step_results.audit_id", "audit_step_results.step_position"],
+                             ondelete="CASCADE"),
+        Index("ix_asrre_audit_step", "audit_id", "step_position"),
+    )
+    id: Mapped[int] = _pk()
+    audit_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    step_position: Mapped[int] = mapped_column(Integer, nullable=False)
+    occurred_at: Mapped[dt.datetime | None] = mapped_column(TS, index=True)
+    kind: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("'unknown'"), default="unknown", index=True)
+    rerun_id: Mapped[str | None] = mapped_column(Text, index=True)
+    event_id: Mapped[str | None] = mapped_column(Text)
+    custom_prompt: Mapped[str | None] = mapped_column(Text)
+    control_point_index: Mapped[int | None] = mapped_column(Integer, index=True)
+    point: Mapped[str | None] = mapped_column(Text)
+    previous_score: Mapped[int | None] = mapped_column(Integer)
+    previous_conforme: Mapped[str | None] = mapped_column(Text)
+    previous_total_citations: Mapped[int | None] = mapped_column(Integer)
+    next_score: Mapped[int | None] = mapped_column(Integer)
+    next_conforme: Mapped[str | None] = mapped_column(Text)
+    next_total_citations: Mapped[int | None] = mapped_column(Integer)
+    previous_statut: Mapped[str | None] = mapped_column(Text)
+    previous_commentaire: Mapped[str | None] = mapped_column(Text)
+    previous_citations: Mapped[list[Any] | None] = mapped_column(JSONB)
+    previous_step_score: Mapped[int | None] = mapped_column(Integer)
+    previous_step_conforme: Mapped[str | None] = mapped_column(Text)
+    next_statut: Mapped[str | None] = mapped_column(Text)
+    next_commentaire: Mapped[str | None] = mapped_column(Text)
+    next_citations: Mapped[list[Any] | None] = mapped_column(JSONB)
+    next_step_score: Mapped[int | None] = mapped_column(Integer)
+    next_step_conforme: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = _created()
+
+
+class AuditBatch(Base):
+    """Rewrite of the Redis batch state (spec 04 §5): one row per ``POST /api/audits/batch``."""
+
+    __tablename__ = "audit_batches"
+    id: Mapped[str] = mapped_column(Text, primary_key=True)  # batch-<epoch ms>-<n>-<random>
+    audit_config_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    total: Mapped[int] = mapped_column(Integer, nullable=False)
+    succeeded: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"), default=0)
+    failed: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"), default=0)
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("'running'"), default="running", index=True)
+    use_rlm: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"), default=False)
+    user_id: Mapped[str | None] = mapped_column(Text)
+    backfill_id: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[dt.datetime] = mapped_column(TS, nullable=False, server_default=func.now(), default=now_utc)
+    completed_at: Mapped[dt.datetime | None] = mapped_column(TS)
+    created_at: Mapped[dt.datetime] = _created()
+    updated_at: Mapped[dt.datetime] = _updated()
+
+
+class AuditBatchItem(Base):
+    """One fiche of a batch, with the tracking id of *its* audit: progress counts only these."""
+
+    __tablename__ = "audit_batch_items"
+    batch_id: Mapped[str] = mapped_column(ForeignKey("audit_batches.id", ondelete="CASCADE"), primary_key=True)
+    fiche_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, nullable=False)
+    tracking_id: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("'pending'"), default="pending")
+    audit_id: Mapped[int | None] = mapped_column(BigInteger)
+    updated_at: Mapped[dt.datetime] = _updated()
+
+
+class ChatConversation(Base):
+    """Chat about an audit (``audit_id``) or about a fiche (``audit_id`` NULL), spec 04 §6."""
+
+    __tablename__ = "chat_conversations"
+    __table_args__ = (
+        UniqueConstraint("fiche_id", "audit_id"),
+        Index("uq_chat_conversations_fiche_level", "fiche_id", unique=True,
+              postgresql_where=text("audit_id IS NULL")),
+    )
+    id: Mapped[int] = _pk()
+    fiche_id: Mapped[str] = mapped_column(Text, nullable=False, index=True)
+    audit_id: Mapped[int | None] = mapped_column(BigInteger)
+    title: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = _created()
+    updated_at: Mapped[dt.datetime] = _updated()
+
+
+class ChatMessage(Base):
+    __tablename__ = "chat_messages"
+    __table_args__ = (Index("ix_chat_messages_conversation_ts", "conversation_id", "timestamp", "id"),)
+    id: Mapped[int] = _pk()
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("chat_conversations.id", ondelete="CASCADE"), nullable=False)
+    role: Mapped[str] = mapped_column(Text, nullable=False)
+    content: Mapped[str] = mapped_column(Text, nullable=False)
+    timestamp: Mapped[dt.datetime] = mapped_column(TS, nullable=False, server_default=func.now(), default=now_utc)
