@@ -137,6 +137,11 @@ class Settings(BaseSettings):
     audit_tools_max_search_results: int = Field(default=25, validation_alias=_env("AUDIT_TOOLS_MAX_SEARCH_RESULTS"))
     audit_tools_max_chunk_fetch: int = Field(default=20, validation_alias=_env("AUDIT_TOOLS_MAX_CHUNK_FETCH"))
     audit_tools_max_chunk_chars: int = Field(default=20000, validation_alias=_env("AUDIT_TOOLS_MAX_CHUNK_CHARS"))
+    # Chat (spec 04 §6, §8): one OpenAI client per service, built like the auditor's.
+    openai_model_chat: str = Field(default="gpt-5.2", validation_alias=_env("OPENAI_MODEL_CHAT", "OPENAI_MODEL"))
+    openai_temperature_chat: float = Field(default=0.0, validation_alias=_env("OPENAI_TEMPERATURE_CHAT"))
+    openai_max_tokens_chat: int = Field(default=3000, validation_alias=_env("OPENAI_MAX_TOKENS_CHAT"))
+    chat_max_message_chars: int = Field(default=8000, validation_alias=_env("CHAT_MAX_MESSAGE_CHARS"))
 
     # --- pipeline shape ----------------------------------------------------------------------
     fiches_per_run: int = Field(default=50, validation_alias=_env("AUDITFLOW_FICHES_PER_RUN"))
@@ -186,6 +191,27 @@ class Settings(BaseSettings):
             return max(0, int(str(v).strip()))
         except (TypeError, ValueError):
             return 1_800_000
+
+    @field_validator("openai_model_chat", mode="before")
+    @classmethod
+    def _chat_model(cls, v: object) -> object:
+        return v.strip() if isinstance(v, str) and v.strip() else "gpt-5.2"
+
+    @field_validator("openai_temperature_chat", "openai_max_tokens_chat", "chat_max_message_chars", mode="before")
+    @classmethod
+    def _chat_numbers(cls, v: object, info: object) -> object:
+        # spec 04 §8: a malformed numeric value falls back to the default (legacy got NaN)
+        defaults = {"openai_temperature_chat": 0.0, "openai_max_tokens_chat": 3000, "chat_max_message_chars": 8000}
+        name = getattr(info, "field_name", "")
+        try:
+            number = float(str(v).strip())
+        except (TypeError, ValueError):
+            return defaults[name]
+        if number != number or number in (float("inf"), float("-inf")) or number < 0:
+            return defaults[name]
+        if name == "openai_temperature_chat":
+            return number
+        return int(number) if number >= 1 else defaults[name]
 
     @field_validator("fiche_not_found_ttl_ms")
     @classmethod

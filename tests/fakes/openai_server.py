@@ -4,6 +4,11 @@ Besides canned answers it can run a ``handler`` per request, which sees the deco
 (so a test can check the conversation the client sends — tool results, ``tool_choice`` per round)
 and returns the next response, e.g. function calls built with :func:`function_call`. A failing
 check in a handler is recorded in ``errors`` and answered with a 400 (never retried by the SDK).
+
+A request with ``"stream": true`` is answered with server-sent events as the Responses API sends
+them (``response.created`` … ``response.output_text.delta`` × n … ``response.completed``): the
+deltas are ``stream_deltas`` (default: ``output_text`` in one piece), or a :class:`StreamReply`
+returned by the handler; ``fail`` ends the stream with an ``error`` event or a dropped connection.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any, Callable
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 from tests.fakes.server import Reply
@@ -138,6 +143,64 @@ def response_object(
     }
 
 
+def _sse(event: dict[str, Any]) -> str:
+    return f"event: {event['type']}\ndata: {json.dumps(event)}\n\n"
+
+
+class StreamReply:
+    """A streamed Responses API answer: ``deltas`` as ``response.output_text.delta`` events, then
+    ``response.completed``; ``fail="error"`` sends an ``error`` event instead of completing,
+    ``fail="drop"`` cuts the connection after the deltas."""
+
+    def __init__(self, deltas: list[str], *, fail: str | None = None, delay: float = 0.0) -> None:
+        self.deltas, self.fail, self.delay = list(deltas), fail, delay
+
+    def events(self, model: str) -> Any:
+        import asyncio
+
+        text = "".join(self.deltas)
+        final = response_object(text, model=model)
+        message = next(o for o in final["output"] if o["type"] == "message")
+        started = {**final, "status": "in_progress", "output": [], "usage": None}
+        item = {**message, "status": "in_progress", "content": []}
+        part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+        index = len(final["output"]) - 1
+        seq = iter(range(1_000_000))
+
+        async def body() -> Any:
+            yield _sse({"type": "response.created", "sequence_number": next(seq), "response": started})
+            yield _sse({"type": "response.in_progress", "sequence_number": next(seq), "response": started})
+            yield _sse({"type": "response.output_item.added", "sequence_number": next(seq), "output_index": index,
+                        "item": item})
+            yield _sse({"type": "response.content_part.added", "sequence_number": next(seq), "item_id": message["id"],
+                        "output_index": index, "content_index": 0, "part": part})
+            for delta in self.deltas:
+                if self.delay:
+                    await asyncio.sleep(self.delay)
+                yield _sse({"type": "response.output_text.delta", "sequence_number": next(seq),
+                            "item_id": message["id"], "output_index": index, "content_index": 0, "delta": delta,
+                            "logprobs": []})
+            if self.fail == "drop":
+                raise ConnectionAbortedError("fake OpenAI dropped the stream")
+            if self.fail == "error":
+                yield _sse({"type": "error", "sequence_number": next(seq), "code": "server_error",
+                            "message": "The server had an error while processing your request.", "param": None})
+                return
+            yield _sse({"type": "response.output_text.done", "sequence_number": next(seq), "item_id": message["id"],
+                        "output_index": index, "content_index": 0, "text": text, "logprobs": []})
+            yield _sse({"type": "response.content_part.done", "sequence_number": next(seq),
+                        "item_id": message["id"], "output_index": index, "content_index": 0,
+                        "part": message["content"][0]})
+            yield _sse({"type": "response.output_item.done", "sequence_number": next(seq), "output_index": index,
+                        "item": message})
+            yield _sse({"type": "response.completed", "sequence_number": next(seq), "response": final})
+
+        return body()
+
+    def render(self, model: str) -> StreamingResponse:
+        return StreamingResponse(self.events(model), media_type="text/event-stream")
+
+
 class FakeOpenAI:
     """Records each request; answers from ``script`` first, else with ``output_text``."""
 
@@ -148,6 +211,9 @@ class FakeOpenAI:
         self.output_text: str = json.dumps(step_analysis_example())
         self.refusal: str | None = None
         self.status: str = "completed"
+        #: Deltas of a streamed answer (None: ``output_text`` in one delta); ``stream_fail`` see StreamReply.
+        self.stream_deltas: list[str] | None = None
+        self.stream_fail: str | None = None
         #: Called with each authorised request body; returns a Response dict or a Reply.
         self.handler: Callable[[dict[str, Any]], Any] | None = None
         self.errors: list[str] = []
@@ -190,9 +256,14 @@ class FakeOpenAI:
                                                "type": "invalid_request_error"}}, status_code=400)
             if isinstance(answer, Reply):
                 return await answer.render()
+            if isinstance(answer, StreamReply):
+                return answer.render(str(payload.get("model") or "gpt-5.2"))
             return JSONResponse(answer)
         if not isinstance(payload, dict) or not payload.get("model"):
             return JSONResponse({"error": {"message": "model required", "type": "invalid_request_error"}}, status_code=400)
+        if payload.get("stream"):
+            deltas = self.stream_deltas if self.stream_deltas is not None else [self.output_text]
+            return StreamReply(deltas, fail=self.stream_fail).render(payload["model"])
         return JSONResponse(
             response_object(self.output_text, model=payload["model"], refusal=self.refusal, status=self.status)
         )
