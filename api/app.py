@@ -28,8 +28,8 @@ from api.errors import (
 from api.openapi import DOCUMENT
 from api.routes import (
     audit_configs,
-    audit_reads,
     audits,
+    chat,
     fiches,
     health,
     progressive,
@@ -110,14 +110,16 @@ def create_app(dagster_url: str | None = None) -> Starlette:
             yield
         finally:
             await app.state.dagster.aclose()
+            if getattr(app.state, "chat_llm", None) is not None:
+                await app.state.chat_llm.aclose()
             if app.state.event_bus is not None:
                 await app.state.event_bus.aclose()
 
     routes = [
         *health.routes,
+        *chat.routes,  # before /api/fiches/{fiche_id} and /api/audits/{audit_id}
         *progressive.routes,  # before /api/fiches/{fiche_id}
         *fiches.routes,
-        *audit_reads.routes,  # /grouped, /by-fiche… before /api/audits/{audit_id}
         *audits.routes,
         *audit_configs.routes,
         *recordings.routes,
