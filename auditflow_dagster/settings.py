@@ -236,6 +236,9 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(default=1_048_576, validation_alias=_env("AUDITFLOW_API_MAX_BODY_BYTES"))
     sse_heartbeat_seconds: float = Field(default=15.0, validation_alias=_env("AUDITFLOW_SSE_HEARTBEAT_SECONDS"))
     sse_poll_seconds: float = Field(default=0.25, validation_alias=_env("AUDITFLOW_SSE_POLL_SECONDS"))
+    #: How long an event id missing below visible ones is waited for (a transaction still
+    #: committing) before it is taken as rolled back; later events wait behind it meanwhile.
+    sse_gap_timeout_seconds: float = Field(default=10.0, gt=0, validation_alias=_env("AUDITFLOW_SSE_GAP_TIMEOUT_SECONDS"))
 
     @field_validator("fiche_api_auth_token", "elevenlabs_api_key", "openai_api_key", mode="before")
     @classmethod

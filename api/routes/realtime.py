@@ -59,7 +59,9 @@ def _resume_id(request: Request) -> int | None:
 def bus(request: Request) -> EventBus:
     app = request.app
     if getattr(app.state, "event_bus", None) is None:
-        app.state.event_bus = EventBus(poll_seconds=max(0.05, get_settings().sse_poll_seconds * 4))
+        settings = get_settings()
+        app.state.event_bus = EventBus(poll_seconds=max(0.05, settings.sse_poll_seconds * 4),
+                                       gap_timeout=settings.sse_gap_timeout_seconds)
     return app.state.event_bus
 
 
@@ -69,27 +71,25 @@ async def _stream(request: Request, channels: frozenset[str]) -> StreamingRespon
     heartbeat = get_settings().sse_heartbeat_seconds
 
     async def body() -> AsyncIterator[str]:
-        sub = event_bus.subscribe(channels)
+        sub, settled = await event_bus.subscribe(channels)
         try:
             yield retry()
-            async with await EventBus.connect() as conn:
+            sent = settled  # a fresh subscriber starts live, after the settled id
+            if after is not None:
                 sent = after
-                if after is None:  # a fresh subscriber starts live: from the newest row on
-                    cur = await conn.execute("SELECT coalesce(max(id), 0) FROM events")
-                    sent = (await cur.fetchone())[0]
-                else:
+                async with await EventBus.connect() as conn:
                     cur = await conn.execute("SELECT min(id) FROM events")
                     oldest = (await cur.fetchone())[0]
                     if after > 0 and (oldest is None or oldest > after + 1):
                         yield frame("realtime.reset", {"reason": "gap"})
-                    while True:  # replay what the client missed
-                        rows = await EventBus.rows_after(conn, sent, channels)
+                    while True:  # replay what the client missed, up to the settled id
+                        rows = await EventBus.rows_after(conn, sent, channels, upto=settled)
                         for row_id, name, _chans, payload in rows:
                             yield frame(name, payload, str(row_id))
                             sent = row_id
                         if len(rows) < 1000:
                             break
-            assert sent is not None
+                sent = max(sent, settled) if after <= settled else sent
             while True:
                 if await request.is_disconnected():
                     return

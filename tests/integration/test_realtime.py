@@ -111,3 +111,60 @@ def test_bad_requests_are_400_not_streams(api_url, query):
     assert r.status_code == 400, r.text
     body = r.json()
     assert body["success"] is False and body["code"] == "VALIDATION_ERROR"
+
+
+def _open_insert(channel: str, name: str):
+    """Insert an event in a transaction left open (a slow writer); returns (connection, id)."""
+    import psycopg
+
+    from auditflow_dagster.db.session import app_url
+
+    conn = psycopg.connect(app_url().replace("postgresql+psycopg://", "postgresql://"))
+    row_id = conn.execute("INSERT INTO events (name, channels, payload) VALUES (%s, %s, '{}'::jsonb) RETURNING id",
+                          (name, [channel])).fetchone()[0]
+    return conn, row_id
+
+
+def test_a_late_commit_is_delivered_in_id_order_not_skipped(api_url):
+    url = f"{api_url}/api/realtime/jobs/late"
+    t, out = background(collect, url, 2)
+    slow, slow_id = _open_insert("job-late", "slow.commit")
+    fast_id = emit_best_effort("fast.commit", {"jobId": "late"})
+    assert fast_id > slow_id
+    time.sleep(0.8)
+    assert "frames" not in out  # the later row waits behind the uncommitted lower id
+    slow.commit()
+    slow.close()
+    t.join(20)
+    assert "error" not in out, out
+    assert [(f["id"], f["event"]) for f in out["frames"]] == [(str(slow_id), "slow.commit"), (str(fast_id), "fast.commit")]
+    # a client resuming from the first id gets exactly the second
+    assert [f["id"] for f in collect(url, 1, headers={"Last-Event-ID": str(slow_id)})] == [str(fast_id)]
+
+
+@pytest.fixture()
+def short_gap_api_url(db, monkeypatch):
+    from api.app import create_app
+    from auditflow_dagster.settings import get_settings
+
+    monkeypatch.setenv("AUDITFLOW_SSE_GAP_TIMEOUT_SECONDS", "1")
+    get_settings.cache_clear()
+    try:
+        with serve_app(create_app("http://127.0.0.1:9/graphql")) as url:
+            yield url
+    finally:
+        get_settings.cache_clear()
+
+
+def test_a_rolled_back_id_only_delays_later_events(short_gap_api_url):
+    url = f"{short_gap_api_url}/api/realtime/jobs/rb"
+    t, out = background(collect, url, 1)
+    aborted, _ = _open_insert("job-rb", "never.committed")
+    t0 = time.monotonic()
+    kept = emit_best_effort("kept", {"jobId": "rb"})
+    aborted.rollback()
+    aborted.close()
+    t.join(20)
+    assert "error" not in out, out
+    assert [(f["id"], f["event"]) for f in out["frames"]] == [(str(kept), "kept")]
+    assert time.monotonic() - t0 >= 0.9  # held back for the gap timeout, then released
