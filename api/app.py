@@ -28,6 +28,7 @@ from api.errors import (
 from api.openapi import DOCUMENT
 from api.routes import (
     audit_configs,
+    audit_reads,
     audits,
     chat,
     fiches,
@@ -120,6 +121,7 @@ def create_app(dagster_url: str | None = None) -> Starlette:
         *chat.routes,  # before /api/fiches/{fiche_id} and /api/audits/{audit_id}
         *progressive.routes,  # before /api/fiches/{fiche_id}
         *fiches.routes,
+        *audit_reads.routes,  # /grouped, /by-fiche… before /api/audits/{audit_id}
         *audits.routes,
         *audit_configs.routes,
         *recordings.routes,

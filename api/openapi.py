@@ -638,3 +638,182 @@ DOCUMENT: dict[str, Any] = {
         }
     },
 }
+
+
+# --------------------------------------------------------------------------------------------
+# Audit reads, maintenance and batches (spec 04 §4–§5, spec 06 §4.5), merged method by method
+# into the paths above (``/api/audits`` and ``/api/audits/{audit_id}`` already hold other methods).
+# --------------------------------------------------------------------------------------------
+
+_AUDIT_ID = _path_param("audit_id", r"^\d+$", "database id")
+_Q = lambda name, description="", **schema: {"name": name, "in": "query", "description": description,  # noqa: E731
+                                              "schema": {"type": "string", **schema}}
+_LIST_QUERY = [
+    _Q("fiche_ids", "CSV"), _Q("trigger_source", "CSV"), _Q("groupes", "CSV, effective groupe"),
+    _Q("status", "CSV of pending|running|completed|failed (unknown values dropped)"),
+    _Q("niveau", "CSV of PENDING|EXCELLENT|BON|ACCEPTABLE|INSUFFISANT|REJET (unknown values dropped)"),
+    _Q("audit_config_ids", "CSV of digits"), _Q("automation_schedule_ids", "CSV of digits"),
+    _Q("automation_run_ids", "CSV of digits"), _Q("is_compliant", "'true' → true, else false"),
+    _Q("has_recordings", "'true' → true, else false"), _Q("date_from", "date or ISO instant, on created_at"),
+    _Q("date_to", "date (whole day) or ISO instant"), _Q("groupe_query", "contains, case-insensitive"),
+    _Q("agence_query", "contains"), _Q("prospect_query", "contains over nom, prénom, email, tel, fiche id"),
+    _Q("sales_dates", "CSV of YYYY-MM-DD"), _Q("sales_date_from", "YYYY-MM-DD"), _Q("sales_date_to", "YYYY-MM-DD"),
+    _Q("recordings_count_min"), _Q("recordings_count_max"), _Q("fetched_at_from"), _Q("fetched_at_to"),
+    _Q("last_revalidated_from"), _Q("last_revalidated_to"), _Q("score_min"), _Q("score_max"),
+    _Q("duration_min_ms"), _Q("duration_max_ms"), _Q("tokens_min"), _Q("tokens_max"),
+    _Q("has_failed_steps", "true → failed_steps > 0; false → 0 or null"),
+    _Q("q", "OR over fiche id, prospect names, config name, error message; exact id when digits"),
+    _Q("latest_only", "default true"), _Q("include_deleted", "default false"),
+    _Q("sort_by", "", enum=list(("created_at", "completed_at", "score_percentage", "duration_ms"))),
+    _Q("sort_order", "", enum=["asc", "desc"]),
+    _Q("limit", "1..500, default 100 (clamped; non-numeric → 400)"), _Q("offset", ">= 0"),
+]
+_PAGINATION = {"type": "object", "properties": {k: {"type": "integer"} for k in (
+    "total", "limit", "offset", "current_page", "total_pages")} | {
+    "has_next_page": {"type": "boolean"}, "has_prev_page": {"type": "boolean"}}}
+_OBJ = {"type": "object"}
+_LIST = {"type": "array", "items": _OBJ}
+_BATCH_STATUS = {"type": "object", "properties": {
+    "batch_id": {"type": "string"}, "status": {"type": "string", "enum": ["running", "completed", "expired"]},
+    "operation_type": {"type": "string"}, "total": {"type": "integer"}, "completed": {"type": "integer"},
+    "succeeded": {"type": "integer"}, "failed": {"type": "integer"}, "progress_percentage": {"type": "integer"},
+    "audit_config_id": {"type": "integer"}, "backfill_id": {"type": "string", "nullable": True},
+    "items": {"type": "array", "items": {"type": "object", "properties": {
+        "fiche_id": {"type": "string"}, "tracking_id": {"type": "string"}, "status": {"type": "string"},
+        "audit_id": {"type": "string", "nullable": True}, "audit_status": {"type": "string", "nullable": True}}}}}}
+
+AUDIT_PATHS: dict[str, dict[str, Any]] = {
+    "/api/audits": {"get": {
+        "summary": "Audits, filtered (all filters ANDed), sorted and paginated",
+        "parameters": _LIST_QUERY,
+        "responses": {**_ok(_data(_LIST, pagination=_PAGINATION)), **_err(400)},
+        "description": "400 `Invalid query parameters` on any parse error (dates, numbers, sort, limit).",
+    }},
+    "/api/audits/grouped-by-fiches": {"get": {
+        "summary": "Fiches with their (filtered) audits and a summary, newest audit first, paginated over fiches",
+        "parameters": _LIST_QUERY,
+        "responses": {**_ok(_data(_LIST, pagination=_PAGINATION)), **_err(400)},
+    }},
+    "/api/audits/grouped": {"get": {
+        "summary": "Audit counts and score statistics per key, sorted by count, paginated over groups",
+        "parameters": [_Q("group_by", "required", enum=["fiche", "audit_config", "status", "niveau",
+                                                        "automation_schedule", "automation_run", "groupe",
+                                                        "created_day", "score_bucket"]),
+                       _Q("bucket_size", "score_bucket width, 1..100, default 10"), *_LIST_QUERY],
+        "responses": {**_ok(_data(_LIST, pagination=_PAGINATION, meta={"type": "object", "properties": {
+            "group_by": {"type": "string"}, "bucket_size": {"type": "integer"}, "truncated": {"type": "boolean"}}})),
+            **_err(400)},
+    }},
+    "/api/audits/by-fiche/{fiche_id}": {"get": {
+        "summary": "The fiche's latest non-deleted audits, newest first, with the latest-view resultData",
+        "parameters": [_path_param("fiche_id", r"^\d+$"), _Q("include_details", "ignored")],
+        "responses": {**_ok(_data(_LIST, count={"type": "integer"})), **_err(400)},
+    }},
+    "/api/audits/{audit_id}/logs": {"get": {
+        "summary": "The audit's event log (channel audit-<id> and audit-<tracking id>), oldest first",
+        "parameters": [_AUDIT_ID, _Q("level", "info|error"), _Q("since", "date or ISO instant"),
+                       _Q("until", "date or ISO instant"), _Q("limit", "1..1000, default 200"), _Q("offset")],
+        "responses": {**_ok(_data(_LIST, count={"type": "integer"}, limit={"type": "integer"},
+                                  offset={"type": "integer"})), **_err(400, 404)},
+    }},
+    "/api/audits/{audit_id}": {
+        "patch": {
+            "summary": "Update notes, soft delete/restore, automation links, trigger fields (only keys present)",
+            "parameters": [_AUDIT_ID],
+            "requestBody": _body({"type": "object", "properties": {
+                "notes": {"type": "string", "maxLength": 20000, "nullable": True},
+                "deleted": {"type": "boolean"},
+                "automation_schedule_id": {"type": "string", "pattern": r"^\d+$", "nullable": True},
+                "automation_run_id": {"type": "string", "pattern": r"^\d+$", "nullable": True},
+                "trigger_source": {"type": "string", "maxLength": 50},
+                "trigger_user_id": {"type": "string", "maxLength": 200, "nullable": True}}}),
+            "responses": {**_ok(_data(_OBJ)), **_err(400, 404)},
+        },
+        "delete": {
+            "summary": "Soft delete (sets deletedAt); returns the detail view",
+            "parameters": [_AUDIT_ID],
+            "responses": {**_ok(_data(_OBJ)), **_err(400, 404)},
+        },
+    },
+    "/api/audits/batch": {"post": {
+        "summary": "Audit several fiches with one config: one Dagster backfill; progress as batch.* events",
+        "requestBody": _body({"type": "object", "required": ["fiche_ids"], "properties": {
+            "fiche_ids": {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": r"^\d+$"}},
+            "audit_config_id": {"oneOf": [{"type": "integer", "minimum": 1}, {"type": "string", "pattern": r"^\d+$"}]},
+            "user_id": {"type": "string"}, "use_rlm": {"type": "boolean"}, "useRlm": {"type": "boolean"}}}),
+        "responses": {**_ok({"type": "object", "properties": {
+            "success": {"type": "boolean"}, "message": {"type": "string"},
+            "fiche_ids": {"type": "array", "items": {"type": "string"}, "description": "deduplicated, in order"},
+            "audit_config_id": {"type": "integer"},
+            "batch_id": {"type": "string", "description": "batch-<epoch ms>-<n>-<random>"},
+            "event_ids": {"type": "array", "items": {"type": "string"}, "description": "[Dagster backfill id]"}}}),
+            **_err(400, 404, 503)},
+        "description": "400 `Invalid batch audit input`; 404 when the config (or, by default, any active "
+                       "config) is missing; 503 `SERVICE_UNAVAILABLE` when Dagster cannot take the backfill.",
+    }},
+    "/api/audits/batch/{batch_id}": {"get": {
+        "summary": "Status of a batch: totals (its own audits only) and per-fiche status",
+        "parameters": [_path_param("batch_id", r"^batch-[0-9a-z-]+$")],
+        "responses": {**_ok(_data(_BATCH_STATUS)), **_err(400, 404)},
+    }},
+}
+for _path, _methods in AUDIT_PATHS.items():
+    DOCUMENT["paths"].setdefault(_path, {}).update(_methods)
+
+
+# --------------------------------------------------------------------------------------------
+# Step / control-point reruns and human reviews (spec 04 §1–§3, spec 06 §4.5)
+# --------------------------------------------------------------------------------------------
+
+_RR_STEP = [_path_param("audit_id", r"^\d+$", "database id"), _path_param("step_position", r"^\d+$", "1-based")]
+_RR_POINT = [*_RR_STEP, _path_param("control_point_index", r"^\d+$", "1-based, into the audit's frozen config step")]
+_RR_BODY = {"required": False, "content": {"application/json": {"schema": {"type": "object", "properties": {
+    "customPrompt": {"type": "string", "maxLength": 5000},
+    "customInstructions": {"type": "string", "maxLength": 5000, "description": "alias; the first non-blank wins"},
+    "replaceHumanReview": {"type": "boolean", "default": False,
+                           "description": "apply the rerun's step verdict over a human step override in force"}}}}}}
+_RR_QUEUED = {"type": "object", "properties": {
+    "success": {"type": "boolean"}, "message": {"type": "string"}, "event_id": {"type": "string", "description": "Dagster run id"},
+    "audit_id": {"type": "string"}, "step_position": {"type": "integer"}, "control_point_index": {"type": "integer"}}}
+_RR_POINT_DATA = _data({"type": "object", "properties": {
+    "auditId": {"type": "string"}, "stepPosition": {"type": "integer"}, "controlPointIndex": {"type": "integer"},
+    "point": {"type": "string"}, "statut": {"type": "string", "enum": ["PRESENT", "ABSENT", "PARTIEL", "NON_APPLICABLE"]},
+    "commentaire": {"type": "string"}}})
+_RR_OPT = {"reviewer": {"type": "string", "minLength": 1, "maxLength": 200, "description": "default: the caller's email"},
+           "reason": {"type": "string", "minLength": 1, "maxLength": 5000}}
+
+DOCUMENT["paths"].update({
+    "/api/audits/control-points/statuses": {"get": {
+        "summary": "The control-point statuses", "responses": _ok(_data({"type": "object", "properties": {
+            "statuses": {"type": "array", "items": {"type": "string"}}}}))}},
+    "/api/audits/{audit_id}/steps/{step_position}/rerun": {"post": {
+        "summary": "Queue a rerun of one step (Dagster job rerun_audit_step on the fiche partition; frozen snapshot, "
+                   "gated; events audit.step_started/step_completed/step_failed)",
+        "parameters": _RR_STEP, "requestBody": _RR_BODY,
+        "responses": {**_ok(_RR_QUEUED), **_err(400, 404, 409, 503)}}},
+    "/api/audits/{audit_id}/steps/{step_position}/control-points/{control_point_index}/rerun": {"post": {
+        "summary": "Queue a rerun of one control point; the step is re-derived from its points",
+        "parameters": _RR_POINT, "requestBody": _RR_BODY,
+        "responses": {**_ok(_RR_QUEUED), **_err(400, 404, 409, 503)}}},
+    "/api/audits/{audit_id}/steps/{step_position}/control-points/{control_point_index}": {"get": {
+        "summary": "One control point (normalized row, else the legacy raw result)",
+        "parameters": _RR_POINT, "responses": {**_ok(_RR_POINT_DATA), **_err(400, 404)}}},
+    "/api/audits/{audit_id}/steps/{step_position}/control-points/{control_point_index}/review": {"patch": {
+        "summary": "Human override of a control point (trail row); the step is re-derived and the audit summary "
+                   "recomputed (a human step override in force keeps the step verdict)",
+        "parameters": _RR_POINT,
+        "requestBody": _body({"type": "object", "description": "at least one of statut and commentaire", "properties": {
+            "statut": {"type": "string", "enum": ["PRESENT", "ABSENT", "PARTIEL", "NON_APPLICABLE"]},
+            "commentaire": {"type": "string", "maxLength": 20000}, **_RR_OPT}}),
+        "responses": {**_ok(_RR_POINT_DATA), **_err(400, 404, 409)}}},
+    "/api/audits/{audit_id}/steps/{step_position}/review": {"patch": {
+        "summary": "Human override of a step verdict (trail row; in force until a new review or a rerun with "
+                   "replaceHumanReview); the audit summary is recomputed",
+        "parameters": _RR_STEP,
+        "requestBody": _body({"type": "object", "required": ["conforme"], "properties": {
+            "conforme": {"type": "string", "enum": ["CONFORME", "NON_CONFORME", "PARTIEL"]},
+            "traite": {"type": "boolean"}, "score": {"type": "integer", "minimum": 0, "description": "≤ step weight"},
+            "niveauConformite": {"type": "string", "enum": ["EXCELLENT", "BON", "ACCEPTABLE", "INSUFFISANT", "REJET"]},
+            **_RR_OPT}}),
+        "responses": {**_ok(_data({"type": "object", "description": "StepResult"})), **_err(400, 404, 409)}}},
+})

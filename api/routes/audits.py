@@ -1,4 +1,4 @@
-"""Audit run and read routes (spec 03 §7, spec 06 §4.5).
+"""Audit run routes (spec 03 §7, spec 06 §4.5); the reads live in :mod:`api.routes.audit_reads`.
 
 ``POST /api/audits/run`` validates, checks the config exists (404 up front, a legacy fix),
 registers the fiche partition and launches the ``audit_fiche`` job through Dagster GraphQL with
@@ -17,10 +17,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from api.common import DIGITS, dagster, db_call, json_body, path_int
+from api.common import DIGITS, dagster, db_call, json_body
 from api.dagster_client import DagsterUnavailable
 from api.errors import ApiError, not_found, validation_error
-from auditflow_dagster.db.audits import audit_detail
 from auditflow_dagster.db.clock import iso, now_utc
 from auditflow_dagster.db.config_admin import latest_active_config
 from auditflow_dagster.db.models import AuditConfig
@@ -186,17 +185,8 @@ async def run_latest(request: Request) -> JSONResponse:
     return JSONResponse({**reply, "audit_config_name": config_name})
 
 
-async def get_audit(request: Request) -> JSONResponse:
-    audit_id = path_int(request, "audit_id", "audit_id")
-    detail = await db_call(lambda s: audit_detail(s, audit_id))
-    if detail is None:
-        return JSONResponse({"success": False, "error": "Audit not found"}, status_code=404)
-    return JSONResponse({"success": True, "data": detail})
-
-
 routes = [
     Route("/api/audits/run", run_audit, methods=["POST"]),
     Route("/api/audits/run-latest", run_latest, methods=["POST"]),
     Route("/api/audits", run_audit_alias, methods=["POST"]),
-    Route("/api/audits/{audit_id}", get_audit, methods=["GET"]),
 ]

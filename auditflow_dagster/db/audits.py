@@ -362,6 +362,24 @@ def _num(v: Any) -> str | None:
     return s
 
 
+NIVEAUX = ("PENDING", "EXCELLENT", "BON", "ACCEPTABLE", "INSUFFISANT", "REJET")
+STATUSES = ("pending", "running", "completed", "failed")
+CONFORMES = ("CONFORME", "NON_CONFORME", "PARTIEL")
+
+
+def coerce_niveau(v: Any) -> str:
+    """Unknown stored values are coerced on read (spec 04 §4.1)."""
+    return v if v in NIVEAUX else "INSUFFISANT"
+
+
+def coerce_status(v: Any) -> str:
+    return v if v in STATUSES else "failed"
+
+
+def coerce_conforme(v: Any) -> str:
+    return v if v in CONFORMES else "NON_CONFORME"
+
+
 def audit_object(a: Audit) -> dict[str, Any]:
     """The Audit object of spec 04 §4.1 (camelCase, string ids)."""
     return {
@@ -378,11 +396,11 @@ def audit_object(a: Audit) -> dict[str, Any]:
         "deletedAt": iso(a.deleted_at),
         "overallScore": _num(a.overall_score),
         "scorePercentage": _num(a.score_percentage),
-        "niveau": a.niveau,
+        "niveau": coerce_niveau(a.niveau),
         "isCompliant": a.is_compliant,
         "criticalPassed": a.critical_passed,
         "criticalTotal": a.critical_total,
-        "status": a.status,
+        "status": coerce_status(a.status),
         "startedAt": iso(a.started_at),
         "completedAt": iso(a.completed_at),
         "durationMs": a.duration_ms,
@@ -398,6 +416,72 @@ def audit_object(a: Audit) -> dict[str, Any]:
         "createdAt": iso(a.created_at),
         "updatedAt": iso(a.updated_at),
     }
+
+
+def _step_trails(session: Session, audit_id: int) -> dict[int, dict[str, list[dict[str, Any]]]]:
+    """The review/rerun trails of each step (spec 04 §3.4), from :mod:`db.trails` when present."""
+    try:
+        from auditflow_dagster.db.trails import step_trails
+    except ImportError:  # trails module not deployed: empty trails
+        return {}
+    return step_trails(session, audit_id)
+
+
+def _step_payloads(session: Session, a: Audit, rows: dict[int, AuditStepResult],
+                   outputs: dict[int, dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """One latest-view payload per step row (spec 04 §4.2 step 2, with the §4.2 step 3 Deviation:
+    a row without control points is synthesized from its columns with ``points_controle: []``)."""
+    trails = _step_trails(session, a.id)
+    payloads: dict[int, dict[str, Any]] = {}
+    for pos in sorted(rows):
+        r, out = rows[pos], outputs[pos]
+        raw = r.raw_result or {}
+        if isinstance(raw.get("points_controle"), list):  # legacy row: raw as is
+            payload = dict(raw)
+        else:
+            payload = {k: v for k, v in out.items() if k not in ("raw_result", "total_tokens")}
+            payload["conforme"] = coerce_conforme(payload.get("conforme"))
+            payload["step_metadata"] = raw.get("step_metadata") or {
+                "position": r.step_position, "name": r.step_name, "severity": r.severity_level,
+                "is_critical": r.is_critical, "weight": r.weight,
+            }
+            payload["usage"] = raw.get("usage") or {"total_tokens": r.total_tokens}
+        trail = trails.get(pos) or {}
+        payload["human_review"] = list(trail.get("human_review") or payload.get("human_review") or [])
+        payload["rerun_history"] = list(trail.get("rerun_history") or payload.get("rerun_history") or [])
+        payloads[pos] = payload
+    return payloads
+
+
+def latest_view(session: Session, a: Audit) -> Any:
+    """``resultData`` as the *latest view* (spec 04 §4.2): stored steps replaced by the rows."""
+    result_data = a.result_data
+    if not isinstance(result_data, dict) or not isinstance(result_data.get("audit"), dict) \
+            or not isinstance(result_data["audit"].get("results"), dict):
+        return result_data
+    rows = {r.step_position: r for r in session.scalars(select(AuditStepResult).where(AuditStepResult.audit_id == a.id))}
+    return _latest_view(result_data, _step_payloads(session, a, rows, load_step_outputs(session, a.id)))
+
+
+def _latest_view(result_data: Any, payloads: dict[int, dict[str, Any]]) -> Any:
+    if not isinstance(result_data, dict) or not isinstance(result_data.get("audit"), dict) \
+            or not isinstance(result_data["audit"].get("results"), dict):
+        return result_data
+    results = dict(result_data["audit"]["results"])
+    stored = results.get("steps")
+    if not isinstance(stored, list) or not stored:
+        results["steps"] = [payloads[p] for p in sorted(payloads)]
+    else:
+        steps = list(stored)
+        for pos, payload in sorted(payloads.items()):
+            idx = next((i for i, st in enumerate(steps) if isinstance(st, dict)
+                        and isinstance(st.get("step_metadata"), dict) and st["step_metadata"].get("position") == pos), None)
+            if idx is None and 0 <= pos - 1 < len(steps):
+                idx = pos - 1
+            if idx is not None:
+                steps[idx] = payload
+        results["steps"] = steps
+    return {**result_data, "audit": {**result_data["audit"], "results": results}}
 
 
 def audit_detail(session: Session, audit_id: int) -> dict[str, Any] | None:
@@ -418,11 +502,10 @@ def audit_detail(session: Session, audit_id: int) -> dict[str, Any] | None:
     cfg = session.get(AuditConfig, a.audit_config_id)
     outputs = load_step_outputs(session, a.id)
     rows = {r.step_position: r for r in session.scalars(select(AuditStepResult).where(AuditStepResult.audit_id == a.id))}
+    payloads = _step_payloads(session, a, rows, outputs)
     step_results = []
-    payloads = []
     for pos in sorted(rows):
         r, out = rows[pos], outputs[pos]
-        raw = r.raw_result or {}
         step_results.append(
             {
                 "id": str(r.id),
@@ -433,7 +516,7 @@ def audit_detail(session: Session, audit_id: int) -> dict[str, Any] | None:
                 "isCritical": r.is_critical,
                 "weight": r.weight,
                 "traite": r.traite,
-                "conforme": r.conforme,
+                "conforme": coerce_conforme(r.conforme),
                 "score": r.score,
                 "niveauConformite": r.niveau_conformite,
                 "commentaireGlobal": r.commentaire_global,
@@ -442,25 +525,16 @@ def audit_detail(session: Session, audit_id: int) -> dict[str, Any] | None:
                 "erreursTranscriptionTolerees": r.erreurs_transcription_tolerees,
                 "totalCitations": r.total_citations,
                 "totalTokens": r.total_tokens,
-                "rawResult": raw,
+                "rawResult": r.raw_result or {},
                 "controlPoints": [
                     {"controlPointIndex": i, **{k: v for k, v in p.items()}}
                     for i, p in enumerate(out["points_controle"], start=1)
                 ],
                 "createdAt": iso(r.created_at),
+                "updatedAt": iso(r.updated_at),
             }
         )
-        payload = {k: v for k, v in out.items() if k not in ("raw_result", "total_tokens")}
-        payload["step_metadata"] = raw.get("step_metadata") or {
-            "position": r.step_position, "name": r.step_name, "severity": r.severity_level,
-            "is_critical": r.is_critical, "weight": r.weight,
-        }
-        payload["usage"] = raw.get("usage") or {"total_tokens": r.total_tokens}
-        payloads.append(payload)
-    result_data = a.result_data
-    if isinstance(result_data, dict) and isinstance((result_data.get("audit") or {}).get("results"), dict):
-        result_data = {**result_data, "audit": {**result_data["audit"]}}
-        result_data["audit"]["results"] = {**result_data["audit"]["results"], "steps": payloads}
+    result_data = _latest_view(a.result_data, payloads)
     detail = audit_object(a)
     detail["resultData"] = result_data
     detail["auditConfig"] = {"id": str(cfg.id), "name": cfg.name, "description": cfg.description} if cfg else None
