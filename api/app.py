@@ -30,6 +30,7 @@ from api.routes import (
     audit_configs,
     audit_reads,
     audits,
+    batches,
     chat,
     fiches,
     health,
@@ -121,6 +122,7 @@ def create_app(dagster_url: str | None = None) -> Starlette:
         *chat.routes,  # before /api/fiches/{fiche_id} and /api/audits/{audit_id}
         *progressive.routes,  # before /api/fiches/{fiche_id}
         *fiches.routes,
+        *batches.routes,  # /api/audits/batch… before /api/audits/{audit_id}
         *audit_reads.routes,  # /grouped, /by-fiche… before /api/audits/{audit_id}
         *audits.routes,
         *audit_configs.routes,

@@ -168,9 +168,11 @@ class DagsterClient:
         return result["run"]["runId"]
 
     async def launch_asset_backfill(
-        self, asset_keys: list[str], partition_names: list[str], *, tags: dict[str, str], title: str | None = None
+        self, asset_keys: list[str], partition_names: list[str], *, tags: dict[str, str], title: str | None = None,
+        run_config: dict[str, Any] | None = None,
     ) -> str:
-        """A partition backfill of some assets (visible in the Dagster UI as a backfill)."""
+        """A partition backfill of some assets (visible in the Dagster UI as a backfill); ``run_config``
+        (``LaunchBackfillParams.runConfigData``) is given to every run the backfill launches."""
         params: dict[str, Any] = {
             "partitionNames": partition_names,
             "assetSelection": [{"path": [k]} for k in asset_keys],
@@ -178,6 +180,8 @@ class DagsterClient:
         }
         if title:
             params["title"] = title
+        if run_config is not None:
+            params["runConfigData"] = json.dumps(run_config)
         data = await self.query(LAUNCH_BACKFILL, {"params": params})
         result = data["launchPartitionBackfill"]
         if result["__typename"] != "LaunchBackfillSuccess":

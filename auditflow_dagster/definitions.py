@@ -32,6 +32,7 @@ from auditflow_dagster.schedules import (
     sales_day_job,
 )
 from auditflow_dagster.sensors.audit_watchdog import audit_watchdog
+from auditflow_dagster.sensors.batches import audit_batches_progress
 from auditflow_dagster.sensors.day_pipeline import sales_day_fiches_backfill
 from auditflow_dagster.sensors.lifecycle import partition_lifecycle
 from auditflow_dagster.sensors.progress import progressive_fetch_watchdog
@@ -76,7 +77,7 @@ def build_definitions() -> Definitions:
         jobs=[audit_fiche_job, fetch_fiche_job, transcribe_fiche_job, sales_day_job],
         schedules=[daily_sales_schedule, revalidation_schedule],
         sensors=[sales_day_fiches_backfill, webhook_deliveries_sensor, progressive_fetch_watchdog, partition_lifecycle,
-                 audit_watchdog],
+                 audit_watchdog, audit_batches_progress],
         executor=in_process_executor,
         resources={
             "crm": CrmResource.from_settings(settings),

@@ -29,7 +29,7 @@ def test_jobs_schedules_sensors_checks():
     assert schedules["sales_day_schedule"].cron_schedule == "0 6 * * *"
     assert all(s.execution_timezone == "Europe/Paris" for s in schedules.values())
     assert {"sales_day_fiches_backfill", "webhook_deliveries_sensor", "progressive_fetch_watchdog",
-            "partition_lifecycle"} <= {s.name for s in repo.sensor_defs}
+            "partition_lifecycle", "audit_batches_progress"} <= {s.name for s in repo.sensor_defs}
     assert {c.name for c in defs.resolve_asset_graph().asset_check_keys} == {"audit_summary_matches_rows", "audit_has_every_step", "audit_citations_pass_gating", "audit_scores_in_bounds"}
     assert set(repo.get_top_level_resources()) >= {"crm", "stt", "llm", "db"}
 
