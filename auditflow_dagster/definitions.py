@@ -18,6 +18,7 @@ from dagster import (
 from auditflow_dagster.assets.audits import audit_step_results, audits
 from auditflow_dagster.assets.checks import AUDIT_CHECKS
 from auditflow_dagster.assets.fiches import fiche_details
+from auditflow_dagster.assets.reruns import audit_step_reruns, rerun_audit_step_job
 from auditflow_dagster.assets.sales import sales_list
 from auditflow_dagster.assets.transcripts import transcripts
 from auditflow_dagster.partitions import fiches_partitions
@@ -72,9 +73,9 @@ transcribe_fiche_job = define_asset_job(
 def build_definitions() -> Definitions:
     settings = get_settings()
     return Definitions(
-        assets=[sales_list, *FICHE_ASSETS],
+        assets=[sales_list, *FICHE_ASSETS, audit_step_reruns],
         asset_checks=AUDIT_CHECKS,
-        jobs=[audit_fiche_job, fetch_fiche_job, transcribe_fiche_job, sales_day_job],
+        jobs=[audit_fiche_job, fetch_fiche_job, transcribe_fiche_job, sales_day_job, rerun_audit_step_job],
         schedules=[daily_sales_schedule, revalidation_schedule],
         sensors=[sales_day_fiches_backfill, webhook_deliveries_sensor, progressive_fetch_watchdog, partition_lifecycle,
                  audit_watchdog, audit_batches_progress],

@@ -10,7 +10,7 @@ from auditflow_dagster.definitions import defs
 def test_asset_graph_is_one_lineage():
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys == {"sales_list", "fiche_details", "transcripts", "audit_step_results", "audits"}
+    assert keys == {"sales_list", "fiche_details", "transcripts", "audit_step_results", "audits", "audit_step_reruns"}
     chain = ["sales_list", "fiche_details", "transcripts", "audit_step_results", "audits"]
     for up, down in zip(chain, chain[1:]):
         assert AssetKey(up) in graph.get(AssetKey(down)).parent_keys, (up, down)
@@ -19,11 +19,13 @@ def test_asset_graph_is_one_lineage():
         node = graph.get(AssetKey(name))
         assert node.partitions_def.name == "fiches"
         assert node.backfill_policy.max_partitions_per_run == 50
+    rerun = graph.get(AssetKey("audit_step_reruns"))
+    assert rerun.partitions_def.name == "fiches" and AssetKey("audits") in rerun.parent_keys
 
 
 def test_jobs_schedules_sensors_checks():
     repo = defs.get_repository_def()
-    assert {j.name for j in repo.get_all_jobs() if not j.name.startswith("__")} == {"audit_fiche", "fetch_fiche", "transcribe_fiche", "sales_day"}
+    assert {j.name for j in repo.get_all_jobs() if not j.name.startswith("__")} == {"audit_fiche", "fetch_fiche", "transcribe_fiche", "sales_day", "rerun_audit_step"}
     schedules = {s.name: s for s in repo.schedule_defs}
     assert sorted(schedules) == ["sales_day_schedule", "sales_revalidation_schedule"]
     assert schedules["sales_day_schedule"].cron_schedule == "0 6 * * *"
