@@ -37,6 +37,7 @@ from api.routes import (
     progressive,
     realtime,
     recordings,
+    reruns,
     runs,
     transcriptions,
 )
@@ -124,6 +125,7 @@ def create_app(dagster_url: str | None = None) -> Starlette:
         *fiches.routes,
         *batches.routes,  # /api/audits/batch… before /api/audits/{audit_id}
         *audit_reads.routes,  # /grouped, /by-fiche… before /api/audits/{audit_id}
+        *reruns.routes,  # /control-points/statuses before /api/audits/{audit_id}/…
         *audits.routes,
         *audit_configs.routes,
         *recordings.routes,

@@ -817,3 +817,61 @@ DOCUMENT["paths"].update({
             **_RR_OPT}}),
         "responses": {**_ok(_data({"type": "object", "description": "StepResult"})), **_err(400, 404, 409)}}},
 })
+
+
+# --------------------------------------------------------------------------------------------
+# Step / control-point reruns and human reviews (spec 04 §1–§3, spec 06 §4.5)
+# --------------------------------------------------------------------------------------------
+
+_RR_STEP = [_path_param("audit_id", r"^\d+$", "database id"), _path_param("step_position", r"^\d+$", "1-based")]
+_RR_POINT = [*_RR_STEP, _path_param("control_point_index", r"^\d+$", "1-based, into the audit's frozen config step")]
+_RR_BODY = {"required": False, "content": {"application/json": {"schema": {"type": "object", "properties": {
+    "customPrompt": {"type": "string", "maxLength": 5000},
+    "customInstructions": {"type": "string", "maxLength": 5000, "description": "alias; the first non-blank wins"},
+    "replaceHumanReview": {"type": "boolean", "default": False,
+                           "description": "apply the rerun's step verdict over a human step override in force"}}}}}}
+_RR_QUEUED = {"type": "object", "properties": {
+    "success": {"type": "boolean"}, "message": {"type": "string"}, "event_id": {"type": "string", "description": "Dagster run id"},
+    "audit_id": {"type": "string"}, "step_position": {"type": "integer"}, "control_point_index": {"type": "integer"}}}
+_RR_POINT_DATA = _data({"type": "object", "properties": {
+    "auditId": {"type": "string"}, "stepPosition": {"type": "integer"}, "controlPointIndex": {"type": "integer"},
+    "point": {"type": "string"}, "statut": {"type": "string", "enum": ["PRESENT", "ABSENT", "PARTIEL", "NON_APPLICABLE"]},
+    "commentaire": {"type": "string"}}})
+_RR_OPT = {"reviewer": {"type": "string", "minLength": 1, "maxLength": 200, "description": "default: the caller's email"},
+           "reason": {"type": "string", "minLength": 1, "maxLength": 5000}}
+
+DOCUMENT["paths"].update({
+    "/api/audits/control-points/statuses": {"get": {
+        "summary": "The control-point statuses", "responses": _ok(_data({"type": "object", "properties": {
+            "statuses": {"type": "array", "items": {"type": "string"}}}}))}},
+    "/api/audits/{audit_id}/steps/{step_position}/rerun": {"post": {
+        "summary": "Queue a rerun of one step (Dagster job rerun_audit_step on the fiche partition; frozen snapshot, "
+                   "gated; events audit.step_started/step_completed/step_failed)",
+        "parameters": _RR_STEP, "requestBody": _RR_BODY,
+        "responses": {**_ok(_RR_QUEUED), **_err(400, 404, 409, 503)}}},
+    "/api/audits/{audit_id}/steps/{step_position}/control-points/{control_point_index}/rerun": {"post": {
+        "summary": "Queue a rerun of one control point; the step is re-derived from its points",
+        "parameters": _RR_POINT, "requestBody": _RR_BODY,
+        "responses": {**_ok(_RR_QUEUED), **_err(400, 404, 409, 503)}}},
+    "/api/audits/{audit_id}/steps/{step_position}/control-points/{control_point_index}": {"get": {
+        "summary": "One control point (normalized row, else the legacy raw result)",
+        "parameters": _RR_POINT, "responses": {**_ok(_RR_POINT_DATA), **_err(400, 404)}}},
+    "/api/audits/{audit_id}/steps/{step_position}/control-points/{control_point_index}/review": {"patch": {
+        "summary": "Human override of a control point (trail row); the step is re-derived and the audit summary "
+                   "recomputed (a human step override in force keeps the step verdict)",
+        "parameters": _RR_POINT,
+        "requestBody": _body({"type": "object", "description": "at least one of statut and commentaire", "properties": {
+            "statut": {"type": "string", "enum": ["PRESENT", "ABSENT", "PARTIEL", "NON_APPLICABLE"]},
+            "commentaire": {"type": "string", "maxLength": 20000}, **_RR_OPT}}),
+        "responses": {**_ok(_RR_POINT_DATA), **_err(400, 404, 409)}}},
+    "/api/audits/{audit_id}/steps/{step_position}/review": {"patch": {
+        "summary": "Human override of a step verdict (trail row; in force until a new review or a rerun with "
+                   "replaceHumanReview); the audit summary is recomputed",
+        "parameters": _RR_STEP,
+        "requestBody": _body({"type": "object", "required": ["conforme"], "properties": {
+            "conforme": {"type": "string", "enum": ["CONFORME", "NON_CONFORME", "PARTIEL"]},
+            "traite": {"type": "boolean"}, "score": {"type": "integer", "minimum": 0, "description": "≤ step weight"},
+            "niveauConformite": {"type": "string", "enum": ["EXCELLENT", "BON", "ACCEPTABLE", "INSUFFISANT", "REJET"]},
+            **_RR_OPT}}),
+        "responses": {**_ok(_data({"type": "object", "description": "StepResult"})), **_err(400, 404, 409)}}},
+})
