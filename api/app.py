@@ -123,9 +123,9 @@ def create_app(dagster_url: str | None = None) -> Starlette:
         *chat.routes,  # before /api/fiches/{fiche_id} and /api/audits/{audit_id}
         *progressive.routes,  # before /api/fiches/{fiche_id}
         *fiches.routes,
+        *reruns.routes,  # /control-points/statuses before /api/audits/{audit_id}/…
         *batches.routes,  # /api/audits/batch… before /api/audits/{audit_id}
         *audit_reads.routes,  # /grouped, /by-fiche… before /api/audits/{audit_id}
-        *reruns.routes,  # /control-points/statuses before /api/audits/{audit_id}/…
         *audits.routes,
         *audit_configs.routes,
         *recordings.routes,
