@@ -460,14 +460,32 @@ def latest_view(session: Session, a: Audit) -> Any:
             or not isinstance(result_data["audit"].get("results"), dict):
         return result_data
     rows = {r.step_position: r for r in session.scalars(select(AuditStepResult).where(AuditStepResult.audit_id == a.id))}
-    return _latest_view(result_data, _step_payloads(session, a, rows, load_step_outputs(session, a.id)))
+    return _latest_view(result_data, _step_payloads(session, a, rows, load_step_outputs(session, a.id)), rows)
 
 
-def _latest_view(result_data: Any, payloads: dict[int, dict[str, Any]]) -> Any:
+def _compliance_from_rows(rows: dict[int, AuditStepResult]) -> dict[str, Any]:
+    """The compliance block recomputed from the stored step rows (spec 04 §1.2): reruns and
+    reviews rewrite rows and the summary columns, so the copy frozen in ``result_data`` goes stale."""
+    from auditflow_dagster.core.scoring import StepScoreInput, compute_compliance
+
+    return compute_compliance([
+        StepScoreInput(position=r.step_position, weight=r.weight, is_critical=r.is_critical, score=r.score,
+                       conforme=r.conforme) for r in rows.values()
+    ]).as_result_dict()
+
+
+def _latest_view(result_data: Any, payloads: dict[int, dict[str, Any]],
+                 rows: dict[int, AuditStepResult] | None = None) -> Any:
     if not isinstance(result_data, dict) or not isinstance(result_data.get("audit"), dict) \
             or not isinstance(result_data["audit"].get("results"), dict):
         return result_data
     results = dict(result_data["audit"]["results"])
+    audit_part = dict(result_data["audit"])
+    if rows and isinstance(audit_part.get("compliance"), dict):  # Deviation of §1.2: overlay on read
+        fresh = _compliance_from_rows(rows)
+        audit_part["compliance"] = {**audit_part["compliance"], **fresh}
+        if isinstance(results.get("compliance"), dict):
+            results["compliance"] = {**results["compliance"], **fresh}
     stored = results.get("steps")
     if not isinstance(stored, list) or not stored:
         results["steps"] = [payloads[p] for p in sorted(payloads)]
@@ -481,7 +499,7 @@ def _latest_view(result_data: Any, payloads: dict[int, dict[str, Any]]) -> Any:
             if idx is not None:
                 steps[idx] = payload
         results["steps"] = steps
-    return {**result_data, "audit": {**result_data["audit"], "results": results}}
+    return {**result_data, "audit": {**audit_part, "results": results}}
 
 
 def audit_detail(session: Session, audit_id: int) -> dict[str, Any] | None:
@@ -534,7 +552,7 @@ def audit_detail(session: Session, audit_id: int) -> dict[str, Any] | None:
                 "updatedAt": iso(r.updated_at),
             }
         )
-    result_data = _latest_view(a.result_data, payloads)
+    result_data = _latest_view(a.result_data, payloads, rows)
     detail = audit_object(a)
     detail["resultData"] = result_data
     detail["auditConfig"] = {"id": str(cfg.id), "name": cfg.name, "description": cfg.description} if cfg else None
