@@ -40,3 +40,9 @@ def test_review_changes_show_in_the_result_data_compliance(db, dagster_instance)
     assert comp["niveau"] == detail["niveau"]
     assert comp["points_critiques"] == f"{detail['criticalPassed']}/{detail['criticalTotal']}"
     assert detail["resultData"]["audit"]["results"]["compliance"] == comp
+    step = next(st for st in detail["resultData"]["audit"]["results"]["steps"]
+                if st["step_metadata"]["position"] == row.step_position)
+    [review] = step["human_review"]  # the trail, in the legacy shape, under its step
+    assert review["by"] == "qa" and review["reason"] == "test"
+    assert review["override"]["conforme"] == "NON_CONFORME" and review["override"]["score"] == 0
+    assert step["rerun_history"] == []
