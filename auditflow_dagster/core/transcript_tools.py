@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Literal, Mapping, Sequence
 
-from auditflow_dagster.core.evidence import norm
+from auditflow_dagster.core.evidence import _as_index, norm
 from auditflow_dagster.core.timeline import minutage
 
 __all__ = [
@@ -122,16 +122,6 @@ class ToolLimits:
 # --------------------------------------------------------------------------------------------- #
 # The timeline as the tools see it
 # --------------------------------------------------------------------------------------------- #
-
-
-def _as_index(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        return int(value)
-    return None
 
 
 def _number(value: Any) -> int | float:
