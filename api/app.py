@@ -30,6 +30,7 @@ from api.routes import (
     audit_configs,
     audit_reads,
     audits,
+    automation,
     batches,
     chat,
     fiches,
@@ -128,6 +129,7 @@ def create_app(dagster_url: str | None = None) -> Starlette:
         *audit_reads.routes,  # /grouped, /by-fiche… before /api/audits/{audit_id}
         *audits.routes,
         *audit_configs.routes,
+        *automation.routes,
         *recordings.routes,
         *transcriptions.routes,  # /batch before /{fiche_id}
         *runs.routes,

@@ -817,3 +817,107 @@ DOCUMENT["paths"].update({
             **_RR_OPT}}),
         "responses": {**_ok(_data({"type": "object", "description": "StepResult"})), **_err(400, 404, 409)}}},
 })
+
+
+# --------------------------------------------------------------------------------------------
+# Automation (spec 05 §6, spec 06 §4.6)
+# --------------------------------------------------------------------------------------------
+
+_AUTO_ID = _path_param("id", r"^\d+$", "database id (non-numeric → 400 \"Invalid id\")")
+_AUTO_PAGE = [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 200, "default": 20}},
+              {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}}]
+_SELECTION = {"type": "object", "required": ["mode"], "properties": {
+    "mode": {"type": "string", "enum": ["date_range", "manual", "filter"]},
+    "dateRange": {"type": "string", "enum": ["last_24h", "yesterday", "last_week", "last_month", "custom"]},
+    "customStartDate": {"type": "string", "description": "DD/MM/YYYY"},
+    "customEndDate": {"type": "string", "description": "DD/MM/YYYY"},
+    "groupes": {"type": "array", "items": {"type": "string"}},
+    "ficheIds": {"type": "array", "items": {"type": "string"}},
+    "onlyWithRecordings": {"type": "boolean"}, "onlyUnaudited": {"type": "boolean"}, "useRlm": {"type": "boolean"},
+    "maxFiches": {"type": "integer", "minimum": 1}, "maxRecordingsPerFiche": {"type": "integer", "minimum": 1}}}
+_SCHEDULE_FIELDS = {
+    "name": {"type": "string", "minLength": 1, "maxLength": 255}, "description": {"type": "string", "nullable": True},
+    "isActive": {"type": "boolean"}, "createdBy": {"type": "string", "nullable": True},
+    "scheduleType": {"type": "string", "enum": ["MANUAL", "DAILY", "WEEKLY", "MONTHLY", "CRON"]},
+    "cronExpression": {"type": "string", "nullable": True}, "timezone": {"type": "string", "default": "UTC"},
+    "timeOfDay": {"type": "string", "pattern": r"^([01]\d|2[0-3]):[0-5]\d$", "nullable": True},
+    "dayOfWeek": {"type": "integer", "minimum": 0, "maximum": 6, "nullable": True},
+    "dayOfMonth": {"type": "integer", "minimum": 1, "maximum": 31, "nullable": True},
+    "ficheSelection": _SELECTION,
+    "runTranscription": {"type": "boolean"}, "skipIfTranscribed": {"type": "boolean"},
+    "transcriptionPriority": {"type": "string", "enum": ["low", "normal", "high"]},
+    "runAudits": {"type": "boolean"}, "useAutomaticAudits": {"type": "boolean"},
+    "specificAuditConfigs": {"type": "array", "items": {"type": "string", "pattern": r"^\d+$"}},
+    "continueOnError": {"type": "boolean"}, "retryFailed": {"type": "boolean"},
+    "maxRetries": {"type": "integer", "minimum": 0, "maximum": 5},
+    "notifyOnComplete": {"type": "boolean"}, "notifyOnError": {"type": "boolean"},
+    "webhookUrl": {"type": "string", "nullable": True, "description": "SSRF-checked on write (400)"},
+    "notifyEmails": {"type": "array", "items": {"type": "string", "format": "email"}},
+    "externalApiKey": {"type": "string", "nullable": True, "description": "stored sealed; replies carry a mask"},
+}
+_SCHEDULE = {"type": "object", "properties": {
+    "id": {"type": "string"}, **_SCHEDULE_FIELDS, "hasExternalApiKey": {"type": "boolean"},
+    "createdAt": {"type": "string", "format": "date-time"}, "updatedAt": {"type": "string", "format": "date-time"},
+    "lastRunAt": {"type": "string", "format": "date-time", "nullable": True},
+    "lastRunStatus": {"type": "string", "nullable": True},
+    "totalRuns": {"type": "integer"}, "successfulRuns": {"type": "integer"}, "failedRuns": {"type": "integer"}}}
+_RUN = {"type": "object", "properties": {
+    "id": {"type": "string"}, "scheduleId": {"type": "string"},
+    "status": {"type": "string", "enum": ["pending", "running", "completed", "partial", "failed"]},
+    "startedAt": {"type": "string"}, "completedAt": {"type": "string", "nullable": True},
+    "durationMs": {"type": "integer", "nullable": True}, "totalFiches": {"type": "integer"},
+    "successfulFiches": {"type": "integer"}, "failedFiches": {"type": "integer"},
+    "transcriptionsRun": {"type": "integer"}, "auditsRun": {"type": "integer"},
+    "errorMessage": {"type": "string", "nullable": True}, "errorDetails": {"type": "object", "nullable": True},
+    "configSnapshot": {"type": "object"}, "resultSummary": {"nullable": True}}}
+_LOG = {"type": "object", "properties": {
+    "id": {"type": "string"}, "runId": {"type": "string"},
+    "level": {"type": "string", "enum": ["debug", "info", "warning", "error"]}, "message": {"type": "string"},
+    "timestamp": {"type": "string"}, "metadata": {"type": "object"}}}
+_RUNS_PAGE = _ok({"type": "object", "properties": {
+    "success": {"type": "boolean"}, "data": {"type": "array", "items": _RUN},
+    "count": {"type": "integer", "description": "page size, not a total"},
+    "limit": {"type": "integer"}, "offset": {"type": "integer"}}})
+
+DOCUMENT["paths"].update({
+    "/api/automation/schedules": {
+        "get": {"summary": "Automation schedules, newest first (active only unless include_inactive=true)",
+                "parameters": [{"name": "include_inactive", "in": "query", "schema": _BOOL_QUERY}],
+                "responses": _ok(_data({"type": "array", "items": _SCHEDULE}, count={"type": "integer"}))},
+        "post": {"summary": "Create a schedule (every option validated; webhookUrl SSRF-checked)",
+                 "requestBody": _body({"type": "object", "required": ["name", "scheduleType", "ficheSelection"],
+                                       "properties": _SCHEDULE_FIELDS}),
+                 "responses": {**_created(_data(_SCHEDULE)), **_err(400)}},
+    },
+    "/api/automation/schedules/{id}": {
+        "get": {"summary": "One schedule with its 10 latest runs", "parameters": [_AUTO_ID],
+                "responses": {**_ok(_data({"allOf": [_SCHEDULE, {"type": "object", "properties": {
+                    "runs": {"type": "array", "items": _RUN}}}]})), **_err(400, 404)}},
+        "patch": {"summary": "Update: the effective schedule (stored + patch; null clears; ficheSelection "
+                             "replaced whole) is validated as a whole",
+                  "parameters": [_AUTO_ID],
+                  "requestBody": _body({"type": "object", "properties": _SCHEDULE_FIELDS}),
+                  "responses": {**_ok(_data(_SCHEDULE)), **_err(400, 404)}},
+        "delete": {"summary": "Delete a schedule with its runs, results and logs; 409 while a run is running "
+                              "unless force=true",
+                   "parameters": [_AUTO_ID, {"name": "force", "in": "query", "schema": _BOOL_QUERY}],
+                   "responses": {**_ok(_MESSAGE), **_err(400, 404, 409)}},
+    },
+    "/api/automation/schedules/{id}/runs": {
+        "get": {"summary": "Runs of one schedule, newest first", "parameters": [_AUTO_ID, *_AUTO_PAGE],
+                "responses": {**_RUNS_PAGE, **_err(400)}}},
+    "/api/automation/runs": {
+        "get": {"summary": "Runs of every schedule, newest first", "parameters": _AUTO_PAGE, "responses": _RUNS_PAGE}},
+    "/api/automation/runs/{id}": {
+        "get": {"summary": "One run with all its logs (oldest first) and the reconstructed resultSummary",
+                "parameters": [_AUTO_ID],
+                "responses": {**_ok(_data({"allOf": [_RUN, {"type": "object", "properties": {
+                    "logs": {"type": "array", "items": _LOG}}}]})), **_err(400, 404)}}},
+    "/api/automation/runs/{id}/logs": {
+        "get": {"summary": "A run's logs, oldest first, at most 100", "parameters": [
+            _AUTO_ID, {"name": "level", "in": "query", "schema": {"type": "string",
+                                                                   "enum": ["debug", "info", "warning", "error"]}}],
+                "responses": {**_ok({"type": "object", "properties": {
+                    "success": {"type": "boolean"}, "data": {"type": "array", "items": _LOG},
+                    "count": {"type": "integer"}}}), **_err(400)}}},
+})

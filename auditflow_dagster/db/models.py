@@ -14,6 +14,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Enum,
     Float,
     ForeignKey,
     ForeignKeyConstraint,
@@ -956,3 +957,130 @@ class ChatMessage(Base):
     role: Mapped[str] = mapped_column(Text, nullable=False)
     content: Mapped[str] = mapped_column(Text, nullable=False)
     timestamp: Mapped[dt.datetime] = mapped_column(TS, nullable=False, server_default=func.now(), default=now_utc)
+
+
+# --------------------------------------------------------------------------------------------
+# Automation: schedules, runs, per-fiche results, logs (spec 05 §1)
+# --------------------------------------------------------------------------------------------
+
+SCHEDULE_TYPES = ("MANUAL", "DAILY", "WEEKLY", "MONTHLY", "CRON")
+ScheduleTypeEnum = Enum(*SCHEDULE_TYPES, name="ScheduleType")
+
+
+class AutomationSchedule(Base):
+    """One schedule (spec 05 §1.1); the former ``fiche_selection`` JSON lives in ``fiche_selection_*``."""
+
+    __tablename__ = "automation_schedules"
+    id: Mapped[int] = _pk()
+    name: Mapped[str] = mapped_column(Text, nullable=False)
+    description: Mapped[str | None] = mapped_column(Text)
+    is_active: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"), default=True, index=True)
+    created_by: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(TS, nullable=False, server_default=func.now(), default=now_utc,
+                                                    index=True)
+    updated_at: Mapped[dt.datetime] = _updated()
+    schedule_type: Mapped[str] = mapped_column(ScheduleTypeEnum, nullable=False, index=True)
+    cron_expression: Mapped[str | None] = mapped_column(Text)
+    timezone: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("'UTC'"), default="UTC")
+    time_of_day: Mapped[str | None] = mapped_column(Text)
+    day_of_week: Mapped[int | None] = mapped_column(Integer)
+    day_of_month: Mapped[int | None] = mapped_column(Integer)
+    fiche_selection_mode: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("'date_range'"),
+                                                      default="date_range")
+    fiche_selection_date_range: Mapped[str | None] = mapped_column(Text)
+    fiche_selection_custom_start_date: Mapped[str | None] = mapped_column(Text)
+    fiche_selection_custom_end_date: Mapped[str | None] = mapped_column(Text)
+    fiche_selection_groupes: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False, server_default=text("'{}'"),
+                                                               default=list)
+    fiche_selection_fiche_ids: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False,
+                                                                 server_default=text("'{}'"), default=list)
+    fiche_selection_only_with_recordings: Mapped[bool] = mapped_column(Boolean, nullable=False,
+                                                                       server_default=text("false"), default=False)
+    fiche_selection_only_unaudited: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"),
+                                                                 default=False)
+    fiche_selection_use_rlm: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"),
+                                                          default=False)
+    fiche_selection_max_fiches: Mapped[int | None] = mapped_column(Integer)
+    fiche_selection_max_recordings_per_fiche: Mapped[int | None] = mapped_column(Integer)
+    run_transcription: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"), default=True)
+    skip_if_transcribed: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"), default=True)
+    transcription_priority: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("'normal'"),
+                                                        default="normal")
+    run_audits: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"), default=True)
+    use_automatic_audits: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"), default=True)
+    specific_audit_configs: Mapped[list[int] | None] = mapped_column(ARRAY(BigInteger))  # NULL = empty
+    continue_on_error: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"), default=True)
+    retry_failed: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"), default=False)
+    max_retries: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"), default=0)
+    notify_on_complete: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"), default=True)
+    notify_on_error: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"), default=True)
+    webhook_url: Mapped[str | None] = mapped_column(Text)
+    notify_emails: Mapped[list[str] | None] = mapped_column(ARRAY(Text))  # NULL = empty
+    # rewrite: sealed with db.secret_box (never stored in clear, masked in replies).
+    external_api_key: Mapped[str | None] = mapped_column(Text)
+    last_run_at: Mapped[dt.datetime | None] = mapped_column(TS, index=True)
+    last_run_status: Mapped[str | None] = mapped_column(Text)
+    # rewrite (spec 05 §2.6, optional DST fix): the last due instant, for due detection only.
+    last_due_at: Mapped[dt.datetime | None] = mapped_column(TS)
+    total_runs: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"), default=0)
+    successful_runs: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"), default=0)
+    failed_runs: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"), default=0)
+
+
+class AutomationRun(Base):
+    """One run of a schedule (spec 05 §1.6)."""
+
+    __tablename__ = "automation_runs"
+    id: Mapped[int] = _pk()
+    schedule_id: Mapped[int] = mapped_column(
+        ForeignKey("automation_schedules.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("'running'"), default="running",
+                                        index=True)
+    started_at: Mapped[dt.datetime] = mapped_column(TS, nullable=False, server_default=func.now(), default=now_utc,
+                                                    index=True)
+    completed_at: Mapped[dt.datetime | None] = mapped_column(TS)
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
+    total_fiches: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"), default=0)
+    successful_fiches: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"), default=0)
+    failed_fiches: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"), default=0)
+    transcriptions_run: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"), default=0)
+    audits_run: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"), default=0)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    error_details: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    config_snapshot: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    result_summary: Mapped[Any] = mapped_column(JSONB, nullable=True)
+    # rewrite: the backing Dagster run (stale reconciliation on FAILURE/CANCELED, spec 05 §2.4).
+    dagster_run_id: Mapped[str | None] = mapped_column(Text, index=True)
+
+
+class AutomationRunFicheResult(Base):
+    """Exactly one row per processed fiche of a run (spec 05 §1.7). UNIQUE(run_id, fiche_id) also
+    serves the lookups by run."""
+
+    __tablename__ = "automation_run_fiche_results"
+    __table_args__ = (UniqueConstraint("run_id", "fiche_id"),)
+    id: Mapped[int] = _pk()
+    run_id: Mapped[int] = mapped_column(ForeignKey("automation_runs.id", ondelete="CASCADE"), nullable=False)
+    fiche_id: Mapped[str] = mapped_column(Text, nullable=False)
+    status: Mapped[str] = mapped_column(Text, nullable=False, index=True)  # successful | failed | ignored
+    error: Mapped[str | None] = mapped_column(Text)
+    ignore_reason: Mapped[str | None] = mapped_column(Text)
+    recordings_count: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = _created()
+
+
+class AutomationLog(Base):
+    """A run's log line (spec 05 §1.7, §3.11); read oldest first by run."""
+
+    __tablename__ = "automation_logs"
+    __table_args__ = (Index("ix_automation_logs_run_ts", "run_id", "timestamp", "id"),)
+    id: Mapped[int] = _pk()
+    run_id: Mapped[int] = mapped_column(ForeignKey("automation_runs.id", ondelete="CASCADE"), nullable=False)
+    level: Mapped[str] = mapped_column(Text, nullable=False, index=True)
+    message: Mapped[str] = mapped_column(Text, nullable=False)
+    meta: Mapped[dict[str, Any]] = mapped_column(
+        "metadata", JSONB, nullable=False, server_default=text("'{}'::jsonb"), default=dict
+    )
+    timestamp: Mapped[dt.datetime] = mapped_column(TS, nullable=False, server_default=func.now(), default=now_utc,
+                                                   index=True)
