@@ -3,6 +3,8 @@ masking, SSRF rejection, run/detail/logs reads (run rows inserted directly)."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from sqlalchemy import select
 from starlette.testclient import TestClient
@@ -11,6 +13,9 @@ from api.app import create_app
 from auditflow_dagster.db.automation import MASK
 from auditflow_dagster.db.configs import ensure_bundled_config
 from auditflow_dagster.db.models import (
+    AutomationLog,
+    AutomationRun,
+    AutomationRunFicheResult,
     AutomationSchedule,
 )
 from auditflow_dagster.db.secret_box import unseal
@@ -113,3 +118,252 @@ def test_list_and_get(client):
                                                              "code": "NOT_FOUND"}
     bad = client.get(f"{BASE}/schedules/abc")
     assert bad.status_code == 400 and bad.json()["error"] == "Invalid id" and bad.json()["code"] == "VALIDATION_ERROR"
+
+
+@pytest.mark.parametrize("over", [
+    {"name": ""}, {"name": "   "}, {"name": "x" * 256}, {"name": 5}, {"name": None},
+    {"scheduleType": "HOURLY"}, {"scheduleType": None},
+    {"timeOfDay": "24:00"}, {"timeOfDay": "9:05"}, {"timeOfDay": 905},
+    {"timeOfDay": None},  # DAILY requires it
+    {"scheduleType": "WEEKLY"}, {"scheduleType": "WEEKLY", "dayOfWeek": 7}, {"scheduleType": "WEEKLY", "dayOfWeek": "1"},
+    {"scheduleType": "MONTHLY"}, {"scheduleType": "MONTHLY", "dayOfMonth": 0}, {"scheduleType": "MONTHLY", "dayOfMonth": 32},
+    {"scheduleType": "CRON"}, {"scheduleType": "CRON", "cronExpression": ""},
+    {"scheduleType": "CRON", "cronExpression": "60 * * * *"}, {"scheduleType": "CRON", "cronExpression": "* * * *"},
+    {"scheduleType": "CRON", "cronExpression": "0 0 * * MON"}, {"scheduleType": "CRON", "cronExpression": "*/0 * * * *"},
+    {"scheduleType": "CRON", "cronExpression": "0 0 ? * *"}, {"scheduleType": "CRON", "cronExpression": "0 0 0 * *"},
+    {"timezone": "Mars/Olympus"}, {"timezone": ""}, {"timezone": None}, {"timezone": 3},
+    {"ficheSelection": None}, {"ficheSelection": "x"}, {"ficheSelection": {}},
+    {"ficheSelection": {"mode": "weird", "dateRange": "yesterday"}},
+    {"ficheSelection": {"mode": "date_range"}}, {"ficheSelection": {"mode": "filter"}},
+    {"ficheSelection": {"mode": "date_range", "dateRange": "last_year"}},
+    {"ficheSelection": {"mode": "date_range", "dateRange": "custom"}},
+    {"ficheSelection": {"mode": "date_range", "dateRange": "custom", "customStartDate": "2026-01-01"}},
+    {"ficheSelection": {"mode": "date_range", "dateRange": "custom", "customStartDate": "31/02/2026"}},
+    {"ficheSelection": {"mode": "date_range", "dateRange": "custom", "customStartDate": "10/02/2026",
+                        "customEndDate": "09/02/2026"}},
+    {"ficheSelection": {"mode": "manual"}}, {"ficheSelection": {"mode": "manual", "ficheIds": [" ", ","]}},
+    {"ficheSelection": {"mode": "manual", "ficheIds": "1,2"}},
+    {"ficheSelection": {"mode": "manual", "ficheIds": [{"id": 1}]}},
+    {"ficheSelection": {"mode": "date_range", "dateRange": "yesterday", "groupes": "G1"}},
+    {"ficheSelection": {"mode": "date_range", "dateRange": "yesterday", "onlyWithRecordings": "yes"}},
+    {"ficheSelection": {"mode": "date_range", "dateRange": "yesterday", "onlyUnaudited": 1}},
+    {"ficheSelection": {"mode": "date_range", "dateRange": "yesterday", "useRlm": None}},
+    {"ficheSelection": {"mode": "date_range", "dateRange": "yesterday", "maxFiches": 0}},
+    {"ficheSelection": {"mode": "date_range", "dateRange": "yesterday", "maxFiches": None}},
+    {"ficheSelection": {"mode": "date_range", "dateRange": "yesterday", "maxFiches": 2.5}},
+    {"ficheSelection": {"mode": "date_range", "dateRange": "yesterday", "maxRecordingsPerFiche": -1}},
+    {"ficheSelection": {"mode": "date_range", "dateRange": "yesterday", "maxRecordingsPerFiche": "3"}},
+    {"runTranscription": "true"}, {"skipIfTranscribed": None}, {"transcriptionPriority": "urgent"},
+    {"runAudits": 1}, {"useAutomaticAudits": "no"},
+    {"useAutomaticAudits": False}, {"useAutomaticAudits": False, "specificAuditConfigs": ["", "x"]},
+    {"specificAuditConfigs": [1.5]}, {"specificAuditConfigs": [True]}, {"specificAuditConfigs": ["999"]},
+    {"continueOnError": "x"}, {"retryFailed": 0}, {"maxRetries": 6}, {"maxRetries": -1}, {"maxRetries": None},
+    {"notifyOnComplete": None}, {"notifyOnError": "true"},
+    {"notifyEmails": ["not-an-email"]}, {"webhookUrl": 12}, {"webhookUrl": "not a url"},
+    {"webhookUrl": "ftp://example.com/x"}, {"webhookUrl": "https://user:pw@example.com/x"},
+    {"webhookUrl": "http://10.0.0.5/hook"}, {"webhookUrl": "http://169.254.169.254/latest"},
+    {"webhookUrl": "http://[fe80::1]/x"}, {"webhookUrl": "http://192.168.1.1/x"},
+    {"externalApiKey": 5}, {"description": 3}, {"createdBy": []}, {"isActive": "true"},
+])
+def test_create_validation_errors(client, over):
+    _invalid(client.post(f"{BASE}/schedules", json=_body(**over)))
+    assert client.get(f"{BASE}/schedules", params={"include_inactive": "true"}).json()["count"] == 0
+
+
+def test_create_type_rule_messages_and_body_errors(client):
+    msgs = {
+        "DAILY": "DAILY schedule requires timeOfDay", "WEEKLY": "WEEKLY schedule requires timeOfDay and dayOfWeek",
+        "MONTHLY": "MONTHLY schedule requires timeOfDay and dayOfMonth", "CRON": "CRON schedule requires cronExpression",
+    }
+    for stype, msg in msgs.items():
+        details = _invalid(client.post(f"{BASE}/schedules", json=_body(scheduleType=stype, timeOfDay=None)))
+        assert msg in [d["msg"] for d in details]
+    r = client.post(f"{BASE}/schedules", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["code"] == "INVALID_JSON"
+    r = client.post(f"{BASE}/schedules", json=[1])
+    assert r.status_code == 400 and r.json()["code"] == "VALIDATION_ERROR"
+    # several issues are all reported
+    details = _invalid(client.post(f"{BASE}/schedules", json=_body(name="", maxRetries=9, transcriptionPriority="x")))
+    assert {d["loc"][0] for d in details} >= {"name", "maxRetries", "transcriptionPriority"}
+
+
+def test_create_lenient_inputs(client):
+    s = _create(client, webhookUrl="", notifyEmails="x", specificAuditConfigs="1", description=None,
+                name="n\x00ame", ficheSelection={"mode": "date_range", "dateRange": "yesterday", "groupes": None})
+    assert s["webhookUrl"] is None and s["notifyEmails"] == [] and s["specificAuditConfigs"] == []
+    assert s["name"] == "name" and s["description"] is None
+    # dev (non-production) allows loopback/local names, like spec 05 §5.3
+    assert _create(client, webhookUrl="http://localhost:8080/hook")["webhookUrl"] == "http://localhost:8080/hook"
+    assert _create(client, scheduleType="CRON", cronExpression="0-59/5 0 1,15 1-12 7")["cronExpression"]
+
+
+def test_ssrf_in_production(client, monkeypatch):
+    from auditflow_dagster.settings import get_settings
+
+    monkeypatch.setenv("NODE_ENV", "production")
+    get_settings.cache_clear()
+    try:
+        assert get_settings().is_production
+        details = _invalid(client.post(f"{BASE}/schedules", json=_body(webhookUrl="http://localhost/x")))
+        assert details[0]["loc"] == ["webhookUrl"]
+    finally:
+        monkeypatch.delenv("NODE_ENV")
+        get_settings.cache_clear()
+
+
+def test_patch_effective_semantics(client, db):
+    with session_scope() as s:
+        cfg = ensure_bundled_config(s)
+    s0 = _create(client, scheduleType="WEEKLY", dayOfWeek=3, description="keep me",
+                 ficheSelection={"mode": "date_range", "dateRange": "yesterday", "onlyUnaudited": True, "maxFiches": 5},
+                 specificAuditConfigs=[cfg], webhookUrl="https://hooks.example.com/a", notifyEmails=["a@b.co"],
+                 externalApiKey="key-1")
+    url = f"{BASE}/schedules/{s0['id']}"
+
+    def patch(body, status=200):
+        r = client.patch(url, json=body)
+        assert r.status_code == status, r.text
+        return r.json()
+
+    # untouched fields stay; cron re-derived from the effective timing fields
+    d = patch({"timeOfDay": "18:30"})["data"]
+    assert d["cronExpression"] == "30 18 * * 3" and d["description"] == "keep me" and d["dayOfWeek"] == 3
+    assert d["specificAuditConfigs"] == [str(cfg)] and d["externalApiKey"] == MASK
+    # effective type rules: dayOfWeek cleared on a WEEKLY schedule is invalid
+    details = _invalid(client.patch(url, json={"dayOfWeek": None}), "Invalid automation schedule update data")
+    assert "WEEKLY schedule requires timeOfDay and dayOfWeek" in [x["msg"] for x in details]
+    # ... but valid together with a type change; nulls clear
+    d = patch({"scheduleType": "DAILY", "dayOfWeek": None, "description": None})["data"]
+    assert d["scheduleType"] == "DAILY" and d["dayOfWeek"] is None and d["description"] is None
+    assert d["cronExpression"] == "30 18 * * *"
+    # MANUAL ⇒ NULL cron; CRON keeps its expression
+    assert patch({"scheduleType": "MANUAL"})["data"]["cronExpression"] is None
+    _invalid(client.patch(url, json={"scheduleType": "CRON"}), "Invalid automation schedule update data")
+    assert patch({"scheduleType": "CRON", "cronExpression": "0 6 * * 1"})["data"]["cronExpression"] == "0 6 * * 1"
+    assert patch({"name": "renamed"})["data"]["cronExpression"] == "0 6 * * 1"
+    # ficheSelection is replaced whole (no deep merge)
+    sel = patch({"ficheSelection": {"mode": "manual", "ficheIds": ["7"]}})["data"]["ficheSelection"]
+    assert sel == {"mode": "manual", "ficheIds": ["7"], "onlyWithRecordings": False, "onlyUnaudited": False,
+                   "useRlm": False}
+    # [] / "" / null clear
+    d = patch({"specificAuditConfigs": [], "webhookUrl": "", "notifyEmails": []})["data"]
+    assert d["specificAuditConfigs"] == [] and d["webhookUrl"] is None and d["notifyEmails"] == []
+    d = patch({"webhookUrl": "https://hooks.example.com/b"})["data"]
+    assert patch({"webhookUrl": None})["data"]["webhookUrl"] is None
+    # the whole effective schedule is re-validated: clearing configs while automatic audits are off
+    patch({"specificAuditConfigs": [cfg], "useAutomaticAudits": False})
+    _invalid(client.patch(url, json={"specificAuditConfigs": []}), "Invalid automation schedule update data")
+    # invalid zone, "" zone, null zone
+    for tz in ("", None, "Nowhere/City"):
+        _invalid(client.patch(url, json={"timezone": tz}), "Invalid automation schedule update data")
+    _invalid(client.patch(url, json={"webhookUrl": "http://10.1.2.3/x"}), "Invalid automation schedule update data")
+    _invalid(client.patch(url, json={"name": None}), "Invalid automation schedule update data")
+    _invalid(client.patch(url, json={"ficheSelection": {"mode": "manual", "ficheIds": []}}),
+             "Invalid automation schedule update data")
+    # a rejected patch changed nothing
+    assert client.get(url).json()["data"]["ficheSelection"]["ficheIds"] == ["7"]
+    # api key: mask echoed back = unchanged; new value sealed; null clears
+    assert patch({"externalApiKey": MASK})["data"]["hasExternalApiKey"] is True
+    with session_scope() as s:
+        assert unseal(s.get(AutomationSchedule, int(s0["id"])).external_api_key) == "key-1"
+    patch({"externalApiKey": "key-2"})
+    with session_scope() as s:
+        assert unseal(s.get(AutomationSchedule, int(s0["id"])).external_api_key) == "key-2"
+    d = patch({"externalApiKey": None})["data"]
+    assert d["externalApiKey"] is None and d["hasExternalApiKey"] is False
+    # missing / bad ids
+    r = client.patch(f"{BASE}/schedules/999", json={"name": "x"})
+    assert r.status_code == 404 and r.json()["error"] == "Automation schedule with ID '999' not found"
+    assert client.patch(f"{BASE}/schedules/x1", json={}).status_code == 400
+
+
+def _run(schedule_id: int, **over) -> int:
+    with session_scope() as s:
+        run = AutomationRun(schedule_id=schedule_id, config_snapshot={"schedule": {"name": "n"}}, **over)
+        s.add(run)
+        s.flush()
+        return run.id
+
+
+def test_runs_detail_logs_and_delete(client):
+    sid = int(_create(client)["id"])
+    other = int(_create(client, name="other")["id"])
+    t0 = dt.datetime(2026, 3, 1, 8, 0)
+    r1 = _run(sid, status="completed", started_at=t0, completed_at=t0 + dt.timedelta(seconds=3), duration_ms=3000,
+              total_fiches=2, successful_fiches=1, failed_fiches=1, transcriptions_run=2, audits_run=1,
+              result_summary={})
+    r2 = _run(sid, status="weird", started_at=t0 + dt.timedelta(hours=1), result_summary={"message": "No fiches found",
+                                                                                           "ficheIds": []})
+    r3 = _run(other, status="running", started_at=t0 + dt.timedelta(hours=2))
+    with session_scope() as s:
+        s.add_all([
+            AutomationRunFicheResult(run_id=r1, fiche_id="b2", status="failed"),
+            AutomationRunFicheResult(run_id=r1, fiche_id="a1", status="successful"),
+            AutomationRunFicheResult(run_id=r1, fiche_id="c3", status="ignored", ignore_reason="Too many recordings",
+                                     recordings_count=60),
+            AutomationRunFicheResult(run_id=r1, fiche_id="d4", status="ignored"),
+            AutomationLog(run_id=r1, level="info", message="first", meta={"k": 1}, timestamp=t0),
+            AutomationLog(run_id=r1, level="error", message="second", timestamp=t0 + dt.timedelta(seconds=1)),
+        ])
+
+    page = client.get(f"{BASE}/runs").json()
+    assert page["success"] and page["count"] == 3 and page["limit"] == 20 and page["offset"] == 0
+    assert [r["id"] for r in page["data"]] == [str(r3), str(r2), str(r1)]
+    assert page["data"][1]["status"] == "failed"  # unknown status mapped
+    assert set(page["data"][0]) == {"id", "scheduleId", "status", "startedAt", "completedAt", "durationMs",
+                                    "totalFiches", "successfulFiches", "failedFiches", "transcriptionsRun",
+                                    "auditsRun", "errorMessage", "errorDetails", "configSnapshot", "resultSummary"}
+    assert page["data"][2]["resultSummary"] == {}  # lists return the stored value
+    p = client.get(f"{BASE}/runs", params={"limit": "1", "offset": "1"}).json()
+    assert [r["id"] for r in p["data"]] == [str(r2)] and p["count"] == 1 and p["limit"] == 1 and p["offset"] == 1
+    p = client.get(f"{BASE}/runs", params={"limit": "-4", "offset": "-2"}).json()
+    assert p["limit"] == 0 and p["offset"] == 0 and p["data"] == []
+    p = client.get(f"{BASE}/runs", params={"limit": "abc", "offset": "x"}).json()
+    assert p["limit"] == 20 and p["offset"] == 0 and p["count"] == 3
+    assert client.get(f"{BASE}/runs", params={"limit": "5000"}).json()["limit"] == 200
+    p = client.get(f"{BASE}/schedules/{sid}/runs").json()
+    assert [r["id"] for r in p["data"]] == [str(r2), str(r1)] and p["data"][0]["scheduleId"] == str(sid)
+    assert client.get(f"{BASE}/schedules/999/runs").json()["data"] == []
+
+    detail = client.get(f"{BASE}/schedules/{sid}").json()["data"]
+    assert [r["id"] for r in detail["runs"]] == [str(r2), str(r1)]
+    assert set(detail["runs"][0]) == {"id", "status", "startedAt", "completedAt", "durationMs", "totalFiches",
+                                      "successfulFiches", "failedFiches"}
+
+    run = client.get(f"{BASE}/runs/{r1}").json()["data"]
+    assert run["durationMs"] == 3000 and run["completedAt"] == "2026-03-01T08:00:03.000Z"
+    assert run["resultSummary"] == {
+        "successful": ["a1"], "failed": [{"ficheId": "b2", "error": "Unknown error"}],
+        "ignored": [{"ficheId": "c3", "reason": "Too many recordings", "recordingsCount": 60},
+                    {"ficheId": "d4", "reason": "Ignored"}],
+        "transcriptions": 2, "audits": 1}
+    assert [(x["message"], x["level"]) for x in run["logs"]] == [("first", "info"), ("second", "error")]
+    assert run["logs"][0]["metadata"] == {"k": 1} and "runId" not in run["logs"][0]
+    assert client.get(f"{BASE}/runs/{r2}").json()["data"]["resultSummary"] == {"message": "No fiches found",
+                                                                                "ficheIds": []}
+    assert client.get(f"{BASE}/runs/{r3}").json()["data"]["resultSummary"] is None
+    missing = client.get(f"{BASE}/runs/999")
+    assert missing.status_code == 404 and missing.json()["error"] == "Run not found"
+    assert client.get(f"{BASE}/runs/zz").status_code == 400
+
+    logs = client.get(f"{BASE}/runs/{r1}/logs").json()
+    assert logs["count"] == 2 and logs["data"][0] == {"id": logs["data"][0]["id"], "runId": str(r1), "level": "info",
+                                                      "message": "first", "timestamp": "2026-03-01T08:00:00.000Z",
+                                                      "metadata": {"k": 1}}
+    assert [x["message"] for x in client.get(f"{BASE}/runs/{r1}/logs", params={"level": "error"}).json()["data"]] == [
+        "second"]
+    assert client.get(f"{BASE}/runs/999/logs").json() == {"success": True, "data": [], "count": 0}
+
+    # delete: 409 while a run is running, force overrides; cascades
+    busy = client.delete(f"{BASE}/schedules/{other}")
+    assert busy.status_code == 409 and busy.json()["code"] == "CONFLICT"
+    assert client.delete(f"{BASE}/schedules/{other}", params={"force": "true"}).json() == {
+        "success": True, "message": "Schedule deleted successfully"}
+    assert client.delete(f"{BASE}/schedules/{sid}").status_code == 200
+    with session_scope() as s:
+        assert s.scalars(select(AutomationRun)).all() == []
+        assert s.scalars(select(AutomationLog)).all() == []
+        assert s.scalars(select(AutomationRunFicheResult)).all() == []
+    gone = client.delete(f"{BASE}/schedules/{sid}")
+    assert gone.status_code == 404 and gone.json()["error"] == "Schedule not found"
+    assert client.delete(f"{BASE}/schedules/abc").status_code == 400
