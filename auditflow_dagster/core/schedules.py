@@ -568,3 +568,51 @@ def due_occurrence(
         return None
     zone = resolve_zone(timing_of(schedule).timezone)
     return DueOccurrence(due_at=due_at, due_at_ms=epoch_ms(due_at), local=due_at.astimezone(zone))
+
+
+# --------------------------------------------------------------------------------------------
+# Sensor cadence (§2.5, §2.6): AUTOMATION_SCHEDULER_CRON evaluated in UTC
+# --------------------------------------------------------------------------------------------
+
+_UTC_ZONE = ZoneInfo("UTC")
+
+
+def tick_period_minutes(tick_cron: str, *, horizon_days: int = 366 * 9) -> int:
+    """Longest gap, in minutes, between two consecutive matches of the tick cron (UTC).
+
+    Feeds :func:`effective_window_minutes` so the due window always covers the time between two
+    scans (§2.6: an hourly tick with a 20-min window loses occurrences). Computed from the
+    cron's day set and time-of-day set rather than by enumerating every minute, over 9 years so
+    that month/leap-day restrictions are seen. Raises :class:`ScheduleConfigError` on a bad cron
+    or one that never matches.
+    """
+    cron = parse_cron(tick_cron)
+    minutes_of_day = [t.hour * 60 + t.minute for t in cron.times_of_day()]
+    gap = max((b - a for a, b in zip(minutes_of_day, minutes_of_day[1:], strict=False)), default=0)
+    first = date(2024, 1, 1)
+    previous: date | None = None
+    for day in _iter_days(first, first + timedelta(days=horizon_days)):
+        if not cron.day_matches(day):
+            continue
+        if previous is not None:
+            gap = max(gap, (day - previous).days * 1440 + minutes_of_day[0] - minutes_of_day[-1])
+        previous = day
+    if previous is None:
+        raise ScheduleConfigError(f"tick cron {tick_cron!r} never matches")
+    return gap if gap > 0 else 1440 * 366  # a single match in the horizon: effectively "rarely"
+
+
+def tick_should_scan(tick_cron: str, cursor_minute: datetime | None, now_utc: datetime) -> bool:
+    """Whether the sensor should evaluate schedules now (§2.5): a UTC minute in ``(cursor, now]`` matches.
+
+    Dagster wakes the sensor every ~60 s; the cursor remembers the last evaluated minute so
+    that a ``AUTOMATION_SCHEDULER_CRON`` like ``0 * * * *`` is honoured even if a wake-up lands
+    a little late, and a minute is never scanned twice. No cursor (first evaluation) ⇒ scan.
+    """
+    now_minute = floor_minute(now_utc)
+    if cursor_minute is None:
+        return True
+    start = floor_minute(cursor_minute) + _ONE_MINUTE
+    if start > now_minute:
+        return False
+    return bool(_occurrences(parse_cron(tick_cron), _UTC_ZONE, start, now_minute + _ONE_MINUTE))

@@ -24,6 +24,8 @@ from auditflow_dagster.core.schedules import (
     parse_cron,
     resolve_zone,
     run_key,
+    tick_period_minutes,
+    tick_should_scan,
     timing_of,
     validate_timing,
     wall_time_instant,
@@ -263,12 +265,15 @@ def test_daily_0700_paris_utc_instants_shift() -> None:
 
 
 def test_weekly_sunday_paris_across_both_changes() -> None:
-    for dow in (0,):
-        sunday_0230 = ScheduleTiming("WEEKLY", "Europe/Paris", "02:30", day_of_week=dow)
-        assert simulate(sunday_0230, utc(2026, 3, 20), utc(2026, 4, 7)) == [
-            paris(2026, 3, 22, 2, 30), paris(2026, 4, 5, 2, 30)]  # 29 March skipped (gap)
-        assert simulate(sunday_0230, utc(2026, 10, 17), utc(2026, 11, 3)) == [
-            paris(2026, 10, 18, 2, 30), utc(2026, 10, 25, 0, 30), paris(2026, 11, 1, 2, 30)]
+    sunday_0230 = ScheduleTiming("WEEKLY", "Europe/Paris", "02:30", day_of_week=0)
+    assert simulate(sunday_0230, utc(2026, 3, 20), utc(2026, 4, 7)) == [
+        paris(2026, 3, 22, 2, 30), paris(2026, 4, 5, 2, 30)]  # 29 March skipped (gap)
+    assert simulate(sunday_0230, utc(2026, 10, 17), utc(2026, 11, 3)) == [
+        paris(2026, 10, 18, 2, 30), utc(2026, 10, 25, 0, 30), paris(2026, 11, 1, 2, 30)]
+    # the CRON spelling with 7 = Sunday is the same schedule
+    cron_7 = ScheduleTiming("CRON", "Europe/Paris", cron_expression="30 2 * * 7")
+    assert occurrences_between(cron_7, utc(2026, 10, 1), utc(2026, 11, 3)) == occurrences_between(
+        sunday_0230, utc(2026, 10, 1), utc(2026, 11, 3))
     sunday_0700 = ScheduleTiming("WEEKLY", "Europe/Paris", "07:00", day_of_week=0)
     assert simulate(sunday_0700, utc(2026, 3, 20), utc(2026, 4, 7)) == [
         utc(2026, 3, 22, 6), utc(2026, 3, 29, 5), utc(2026, 4, 5, 5)]
@@ -501,8 +506,9 @@ def test_due_occurrence_properties(schedule: ScheduleTiming, now: datetime, last
     assert due.due_at_ms == epoch_ms(due.due_at)
     # once recorded, never due again for the same or later minutes of the window
     assert due_occurrence(schedule, now, due.due_at, window_minutes=window) is None
-    assert due_occurrence(schedule, now + MINUTE, due.due_at, window_minutes=window) in (None,) or \
-        due_occurrence(schedule, now + MINUTE, due.due_at, window_minutes=window).due_at > due.due_at
+    later = due_occurrence(schedule, now + MINUTE, due.due_at, window_minutes=window)
+    assert later is None or later.due_at > due.due_at
+    assert due_occurrence(schedule, now, None, window_minutes=window, last_due_at=due.due_at) is None
 
 
 @settings(max_examples=40, deadline=None)
@@ -517,3 +523,44 @@ def test_simulated_ticks_launch_each_occurrence_once(schedule: ScheduleTiming, s
     for occ in expected:
         if start <= occ < end - (tick + 1) * MINUTE and occ not in launched:
             assert any(occ < other <= occ + (tick + 1) * MINUTE for other in expected)
+
+
+# --------------------------------------------------------------------------------------------
+# Sensor cadence (§2.5, §2.6)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cron", "minutes"),
+    [("*/1 * * * *", 1), ("0 * * * *", 60), ("*/7 * * * *", 7), ("0 6 * * *", 1440),
+     ("30 1,23 * * 1-5", 2 * 1440 + 120), ("0 0 29 2 *", 1461 * 1440)],
+)
+def test_tick_period(cron: str, minutes: int) -> None:
+    assert tick_period_minutes(cron) == minutes
+
+
+def test_tick_period_feeds_the_window() -> None:
+    assert effective_window_minutes(20, tick_period_minutes("0 * * * *")) == 61
+    assert effective_window_minutes(20, tick_period_minutes("*/1 * * * *")) == 20
+    with pytest.raises(ScheduleConfigError):
+        tick_period_minutes("0 0 31 2 *")
+
+
+def test_tick_should_scan() -> None:
+    hourly = "0 * * * *"
+    assert tick_should_scan(hourly, None, utc(2026, 6, 1, 7, 13))
+    assert not tick_should_scan(hourly, utc(2026, 6, 1, 7, 0), utc(2026, 6, 1, 7, 59, 59))
+    assert tick_should_scan(hourly, utc(2026, 6, 1, 7, 0), utc(2026, 6, 1, 8, 0, 30))
+    assert tick_should_scan(hourly, utc(2026, 6, 1, 7, 0), utc(2026, 6, 1, 8, 2))  # late wake-up still scans
+    assert not tick_should_scan(hourly, utc(2026, 6, 1, 8, 0), utc(2026, 6, 1, 8, 0, 45))  # same minute twice
+    assert tick_should_scan("*/1 * * * *", utc(2026, 6, 1, 8, 0), utc(2026, 6, 1, 8, 1))
+
+
+@settings(max_examples=60, deadline=None)
+@given(CRONS, INSTANTS, st.integers(0, 600))
+def test_tick_should_scan_matches_minute_scan(cron: str, cursor: datetime, elapsed: int) -> None:
+    cursor = cursor.replace(second=0, microsecond=0)
+    now = cursor + timedelta(minutes=elapsed, seconds=30)
+    spec = parse_cron(cron)
+    expected = any(spec.matches(cursor + timedelta(minutes=i)) for i in range(1, elapsed + 1))
+    assert tick_should_scan(cron, cursor, now) == expected
