@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from auditflow_dagster.core import schedules
 from auditflow_dagster.db.clock import iso, now_utc
 from auditflow_dagster.db.models import (
     SCHEDULE_TYPES,
@@ -60,36 +61,16 @@ class ScheduleBusy(Exception):
 
 
 # --------------------------------------------------------------------------------------------- #
-# Timing checks (local until core.schedules lands)
+# Timing checks (the scheduler's own rules, core/schedules.py)
 # --------------------------------------------------------------------------------------------- #
 
-_CRON_BOUNDS = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
-_CRON_NUM = re.compile(r"^\d+$")
-
-
 def check_cron(expr: str) -> str | None:
-    """The spec 05 §2.2 dialect; the reason it is invalid, or None.
-
-    TODO: switch to ``auditflow_dagster.core.schedules`` (cron parsing) once it lands.
-    """
-    fields = expr.split()
-    if len(fields) != 5:
-        return "cronExpression must have exactly 5 fields"
-    for field, (lo, hi) in zip(fields, _CRON_BOUNDS):
-        for token in field.split(","):
-            base, _, step = token.partition("/")
-            if _:
-                if not _CRON_NUM.match(step) or int(step) == 0:
-                    return f"invalid step in cron field '{field}'"
-            if base == "*":
-                continue
-            a, dash, b = base.partition("-")
-            if not _CRON_NUM.match(a) or (dash and not _CRON_NUM.match(b)):
-                return f"invalid cron field '{field}'"
-            if not lo <= int(a) <= hi or (dash and not lo <= int(b) <= hi):
-                return f"cron value out of range {lo}-{hi} in '{field}'"
-            if dash and int(a) > int(b):
-                return f"invalid range in cron field '{field}'"
+    """The spec 05 §2.2 dialect, checked by the scheduler's own parser (what the API accepts is
+    exactly what the sensor can evaluate); the reason it is invalid, or None."""
+    try:
+        schedules.parse_cron(expr)
+    except schedules.ScheduleConfigError as exc:
+        return str(exc)
     return None
 
 
@@ -106,17 +87,14 @@ def check_timezone(name: str) -> bool:
 
 def derive_cron(schedule_type: str, time_of_day: str | None, day_of_week: int | None,
                 day_of_month: int | None, cron_expression: str | None) -> str | None:
-    """The stored cron (spec 05 §1.2); TODO: switch to ``core.schedules`` once it lands."""
-    if schedule_type == "CRON":
-        return cron_expression
-    if schedule_type == "MANUAL" or not time_of_day:
+    """The stored cron (spec 05 §1.2), derived by the scheduler's rules; None when the type has
+    no cron (MANUAL) or a required field is missing (validation reports that separately)."""
+    try:
+        return schedules.derive_cron(schedules.timing_of({
+            "schedule_type": schedule_type, "time_of_day": time_of_day, "day_of_week": day_of_week,
+            "day_of_month": day_of_month, "cron_expression": cron_expression, "timezone": "UTC"}))
+    except schedules.ScheduleConfigError:
         return None
-    h, m = (int(x) for x in time_of_day.split(":"))
-    if schedule_type == "DAILY":
-        return f"{m} {h} * * *"
-    if schedule_type == "WEEKLY":
-        return f"{m} {h} * * {day_of_week}"
-    return f"{m} {h} {day_of_month} * *"
 
 
 def parse_dmy(value: str) -> dt.date | None:
