@@ -30,6 +30,7 @@ from auditflow_dagster.core.audit_config import (
     config_to_legacy_json,
 )
 from auditflow_dagster.db import config_admin as store
+from auditflow_dagster.db.audits import strip_nul
 from auditflow_dagster.db.configs import import_config, load_config
 
 T = TypeVar("T")
@@ -51,17 +52,6 @@ _REPLY_KEYS = {"id", "createdAt", "updatedAt", "createdBy", "stepsCount", "stats
 # --------------------------------------------------------------------------------------------- #
 # Input helpers
 # --------------------------------------------------------------------------------------------- #
-
-
-def _strip_nul(v: Any) -> Any:
-    """PostgreSQL text cannot hold NUL: strip it everywhere (spec 03 §8)."""
-    if isinstance(v, str):
-        return v.replace("\x00", "")
-    if isinstance(v, list):
-        return [_strip_nul(x) for x in v]
-    if isinstance(v, dict):
-        return {k: _strip_nul(x) for k, x in v.items()}
-    return v
 
 
 def _invalid(details: list[dict[str, Any]]) -> ApiError:
@@ -144,7 +134,7 @@ async def get_config(request: Request) -> JSONResponse:
 
 async def create_config(request: Request) -> JSONResponse:
     authorize(request, "audit-configs.write")
-    body = _strip_nul(await json_body(request))
+    body = strip_nul(await json_body(request))
     created_by = body.get("createdBy")
     if created_by is not None and not isinstance(created_by, str):
         raise _invalid([{"loc": ["createdBy"], "msg": "must be a string"}])
@@ -167,7 +157,7 @@ async def create_config(request: Request) -> JSONResponse:
 async def update_config(request: Request) -> JSONResponse:
     config_id = path_int(request, "id", "audit config id")
     authorize(request, "audit-configs.write")
-    body = _strip_nul(await json_body(request))
+    body = strip_nul(await json_body(request))
     changes: dict[str, Any] = {}
     for key, (column, kind, nullable) in CONFIG_UPDATE.items():
         if key not in body:
@@ -195,7 +185,7 @@ async def delete_config(request: Request) -> JSONResponse:
 
 async def import_legacy(request: Request) -> JSONResponse:
     authorize(request, "audit-configs.write")
-    body = _strip_nul(await json_body(request))
+    body = strip_nul(await json_body(request))
     created_by = body.get("createdBy") if isinstance(body.get("createdBy"), str) else None
     try:
         spec = config_from_legacy_json({k: v for k, v in body.items() if k not in _REPLY_KEYS})
@@ -244,7 +234,7 @@ async def stats(request: Request) -> JSONResponse:
 async def add_step(request: Request) -> JSONResponse:
     config_id = path_int(request, "config_id", "audit config id")
     authorize(request, "audit-configs.write")
-    body = _strip_nul(await json_body(request))
+    body = strip_nul(await json_body(request))
     try:
         spec = AuditStepSpec.model_validate(_step_input(body), strict=True)
     except ValidationError as exc:
@@ -256,7 +246,7 @@ async def add_step(request: Request) -> JSONResponse:
 async def update_step(request: Request) -> JSONResponse:
     step_id = path_int(request, "step_id", "step id")
     authorize(request, "audit-configs.write")
-    changes = _step_input(_strip_nul(await json_body(request)))
+    changes = _step_input(strip_nul(await json_body(request)))
     data = await _db(lambda s: store.update_step(s, step_id, changes), STEP_NOT_FOUND)
     return JSONResponse({"success": True, "data": data})
 

@@ -22,6 +22,7 @@ from starlette.routing import Route
 from api.common import DIGITS, authorize, db_call, json_body, path_int, query_single
 from api.errors import ApiError, not_found, validation_error
 from auditflow_dagster.db import automation as store
+from auditflow_dagster.db.audits import strip_nul
 from auditflow_dagster.settings import get_settings
 
 T = TypeVar("T")
@@ -30,17 +31,6 @@ UPDATE_INVALID = "Invalid automation schedule update data"
 SCHEDULE_NOT_FOUND = "Schedule not found"
 RUN_NOT_FOUND = "Run not found"
 MAX_LIMIT = 200
-
-
-def _strip_nul(v: Any) -> Any:
-    """PostgreSQL text cannot hold NUL: strip it everywhere."""
-    if isinstance(v, str):
-        return v.replace("\x00", "")
-    if isinstance(v, list):
-        return [_strip_nul(x) for x in v]
-    if isinstance(v, dict):
-        return {k: _strip_nul(x) for k, x in v.items()}
-    return v
 
 
 async def _db(fn: Callable[[Any], T], *, invalid: str = CREATE_INVALID, missing: str = SCHEDULE_NOT_FOUND) -> T:
@@ -82,7 +72,7 @@ def _page(request: Request) -> tuple[int, int]:
 
 async def create_schedule(request: Request) -> JSONResponse:
     authorize(request, "automation.write")
-    body = _strip_nul(await json_body(request))
+    body = strip_nul(await json_body(request))
     settings = get_settings()
     data = await _db(lambda s: store.create_schedule(s, body, settings=settings))
     return JSONResponse({"success": True, "data": data}, status_code=201)
@@ -105,7 +95,7 @@ async def get_schedule(request: Request) -> JSONResponse:
 async def update_schedule(request: Request) -> JSONResponse:
     schedule_id = _id(request)
     authorize(request, "automation.write")
-    body = _strip_nul(await json_body(request))
+    body = strip_nul(await json_body(request))
     settings = get_settings()
     data = await _db(lambda s: store.update_schedule(s, schedule_id, body, settings=settings),
                      invalid=UPDATE_INVALID, missing=f"Automation schedule with ID '{schedule_id}' not found")

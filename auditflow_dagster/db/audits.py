@@ -25,14 +25,14 @@ from auditflow_dagster.db.models import (
 )
 
 
-def _clean(v: Any) -> Any:
+def strip_nul(v: Any) -> Any:
     """Strip NUL characters (PostgreSQL rejects them in text) everywhere in a JSON-ish value."""
     if isinstance(v, str):
         return v.replace("\x00", "")
     if isinstance(v, list):
-        return [_clean(x) for x in v]
+        return [strip_nul(x) for x in v]
     if isinstance(v, dict):
-        return {k: _clean(x) for k, x in v.items()}
+        return {k: strip_nul(x) for k, x in v.items()}
     return v
 
 
@@ -127,15 +127,26 @@ def write_snapshot(
         pg_insert(AuditSnapshot)
         .values(
             audit_id=audit_id,
-            config=_clean(config),
-            timeline=_clean(timeline),
-            timeline_text=_clean(timeline_text),
-            step_excerpts=_clean(step_excerpts),
-            product_info=_clean(product_info) if product_info is not None else None,
+            config=strip_nul(config),
+            timeline=strip_nul(timeline),
+            timeline_text=strip_nul(timeline_text),
+            step_excerpts=strip_nul(step_excerpts),
+            product_info=strip_nul(product_info) if product_info is not None else None,
         )
         .on_conflict_do_nothing(index_elements=["audit_id"])
     )
     return session.get(AuditSnapshot, audit_id)
+
+
+def apply_compliance(audit: Audit, c: Any) -> None:
+    """Write a computed summary (:class:`core.scoring.Compliance`) onto the audit's summary columns;
+    the finalizer and the rerun/review writer share it so the columns always mean the same thing."""
+    audit.overall_score = c.score_percentage
+    audit.score_percentage = c.score_percentage
+    audit.niveau = c.niveau
+    audit.is_compliant = c.is_compliant
+    audit.critical_passed = c.critical_passed
+    audit.critical_total = c.critical_total
 
 
 def get_snapshot(session: Session, audit_id: int) -> AuditSnapshot | None:
@@ -165,7 +176,7 @@ def upsert_step_result(
     extra_raw: dict[str, Any] | None = None,
 ) -> None:
     """Upsert the step row, replace its control points (citations cascade) — one transaction."""
-    output = _clean(output)
+    output = strip_nul(output)
     points = output.get("points_controle") or []
     total_citations = sum(len(p.get("citations") or []) for p in points)
     raw_result: dict[str, Any] = {

@@ -72,12 +72,7 @@ def finalize_running_audit(s: Session, audit: Audit, row: FicheCache, run_id: st
     c = fin.compliance
     completed_at = now_utc()
     failed_steps = sum(1 for p in fin.steps.values() if not p.get("traite"))
-    audit.overall_score = c.score_percentage
-    audit.score_percentage = c.score_percentage
-    audit.niveau = c.niveau
-    audit.is_compliant = c.is_compliant
-    audit.critical_passed = c.critical_passed
-    audit.critical_total = c.critical_total
+    audit_db.apply_compliance(audit, c)
     audit.status = "completed"
     audit.completed_at = completed_at
     audit.duration_ms = int((completed_at - audit.started_at).total_seconds() * 1000)

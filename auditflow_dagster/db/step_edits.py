@@ -81,10 +81,6 @@ class EditError(Exception):
         self.status, self.message = status, message
 
 
-def _clean(v: Any) -> Any:
-    return audit_db._clean(v)  # NUL characters stripped everywhere (PostgreSQL text)
-
-
 # --------------------------------------------------------------------------------------------- #
 # Reads and shared helpers
 # --------------------------------------------------------------------------------------------- #
@@ -139,7 +135,7 @@ def ensure_point_rows(s: Session, row: AuditStepResult) -> None:
     legacy = raw.get("points_controle")
     if not isinstance(legacy, list) or point_rows(s, row.audit_id, row.step_position):
         return
-    points = [p for p in _clean(legacy) if isinstance(p, dict)]
+    points = [p for p in audit_db.strip_nul(legacy) if isinstance(p, dict)]
     for i, p in enumerate(points, start=1):
         s.add(AuditStepResultControlPoint(
             audit_id=row.audit_id, step_position=row.step_position, control_point_index=i,
@@ -216,12 +212,7 @@ def recompute_summary(s: Session, audit: Audit) -> Compliance:
                           .execution_options(populate_existing=True)))
     c = compute_compliance([StepScoreInput(position=r.step_position, weight=max(0, r.weight), is_critical=r.is_critical,
                                            score=r.score, conforme=r.conforme) for r in rows])
-    audit.overall_score = c.score_percentage
-    audit.score_percentage = c.score_percentage
-    audit.niveau = c.niveau
-    audit.is_compliant = c.is_compliant
-    audit.critical_passed = c.critical_passed
-    audit.critical_total = c.critical_total
+    audit_db.apply_compliance(audit, c)
     s.flush()
     return c
 
@@ -325,7 +316,7 @@ def review_control_point(s: Session, audit_id: int, position: int, index: int, *
     if statut is not None:
         cp.statut = statut
     if commentaire is not None:
-        cp.commentaire = _clean(commentaire)
+        cp.commentaire = audit_db.strip_nul(commentaire)
     row.raw_result = shrunk_raw(row.raw_result)
     s.flush()
     derive_step(s, row)
@@ -459,7 +450,7 @@ def persist_control_point_rerun(s: Session, *, audit_id: int, position: int, ind
         AuditStepResultControlPoint.control_point_index == index))
     if cp is None:
         raise EditError(404, f"Step {position} has fewer than {index} stored control points")
-    new_point = _clean(new_point)
+    new_point = audit_db.strip_nul(new_point)
     prev = {"statut": cp.statut, "commentaire": cp.commentaire,
             "citations": citation_dicts(s, audit_id, position, index), "step_score": row.score,
             "step_conforme": row.conforme}
