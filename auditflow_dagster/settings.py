@@ -183,6 +183,66 @@ class Settings(BaseSettings):
     #: development: a key is generated once under $AUDITFLOW_HOME.
     secret_key: SecretStr = Field(default=SecretStr(""), validation_alias=_env("AUDITFLOW_SECRET_KEY"))
 
+    # --- automation (spec 05 §2, §3, §5, §7) --------------------------------------------------
+    automation_scheduler_cron: str = Field(default="*/1 * * * *", validation_alias=_env("AUTOMATION_SCHEDULER_CRON"))
+    automation_scheduler_window_minutes: int = Field(
+        default=20, validation_alias=_env("AUTOMATION_SCHEDULER_WINDOW_MINUTES"))
+    automation_stale_threshold_ms: int = Field(
+        default=18_000_000, validation_alias=_env("AUTOMATION_STALE_THRESHOLD_MS"))
+    automation_scheduler_stale_grace_ms: int = Field(
+        default=1_800_000, validation_alias=_env("AUTOMATION_SCHEDULER_STALE_GRACE_MS"))
+    #: A day whose sales list was read from the CRM this recently is taken from the cache (spec 05 §3.3).
+    automation_revalidation_cooldown_ms: int = Field(
+        default=1_800_000, validation_alias=_env("AUTOMATION_REVALIDATION_COOLDOWN_MS"))
+    automation_max_recordings_per_fiche: int = Field(
+        default=0, validation_alias=_env("AUTOMATION_MAX_RECORDINGS_PER_FICHE"))
+    automation_hard_max_recordings_per_fiche: int = Field(
+        default=50, validation_alias=_env("AUTOMATION_HARD_MAX_RECORDINGS_PER_FICHE"))
+    automation_day_concurrency: int = Field(default=3, validation_alias=_env("AUTOMATION_DAY_CONCURRENCY"))
+    #: Signs automation webhooks (same headers as the fiches webhooks); unset ⇒ unsigned.
+    automation_webhook_secret: SecretStr = Field(
+        default=SecretStr(""), validation_alias=_env("AUTOMATION_WEBHOOK_SECRET"))
+    smtp_host: str = Field(default="", validation_alias=_env("SMTP_HOST"))
+    smtp_port: int = Field(default=587, validation_alias=_env("SMTP_PORT"))
+    smtp_secure: str = Field(default="0", validation_alias=_env("SMTP_SECURE"))
+    smtp_user: str = Field(default="", validation_alias=_env("SMTP_USER"))
+    smtp_pass: SecretStr = Field(default=SecretStr(""), validation_alias=_env("SMTP_PASS"))
+    smtp_from: str = Field(default="", validation_alias=_env("SMTP_FROM"))
+    smtp_timeout_ms: int = Field(default=10_000, validation_alias=_env("SMTP_TIMEOUT_MS"))
+
+    @field_validator("automation_scheduler_window_minutes", "automation_stale_threshold_ms",
+                     "automation_scheduler_stale_grace_ms", "automation_revalidation_cooldown_ms",
+                     "automation_max_recordings_per_fiche", "automation_hard_max_recordings_per_fiche",
+                     "automation_day_concurrency", "smtp_port", "smtp_timeout_ms", mode="before")
+    @classmethod
+    def _automation_numbers(cls, v: object, info: object) -> object:
+        """Malformed numbers fall back to the default, and floors apply (spec 05 §2.6, §5.4, §7):
+        legacy turned a non-numeric window into "match nothing"."""
+        defaults = {"automation_scheduler_window_minutes": 20, "automation_stale_threshold_ms": 18_000_000,
+                    "automation_scheduler_stale_grace_ms": 1_800_000,
+                    "automation_revalidation_cooldown_ms": 1_800_000, "automation_max_recordings_per_fiche": 0,
+                    "automation_hard_max_recordings_per_fiche": 50, "automation_day_concurrency": 3,
+                    "smtp_port": 587, "smtp_timeout_ms": 10_000}
+        floors = {"automation_scheduler_window_minutes": 5, "automation_stale_threshold_ms": 60_000,
+                  "automation_scheduler_stale_grace_ms": 60_000, "automation_day_concurrency": 1,
+                  "smtp_timeout_ms": 1_000, "automation_hard_max_recordings_per_fiche": 1}
+        name = getattr(info, "field_name", "")
+        try:
+            number = int(str(v).strip().strip("'\""))
+        except (TypeError, ValueError):
+            return defaults[name]
+        return max(floors.get(name, 0), number)
+
+    @field_validator("smtp_host", "smtp_user", "smtp_from", "smtp_secure", mode="before")
+    @classmethod
+    def _smtp_text(cls, v: object) -> object:
+        return normalize_secret(v) if isinstance(v, str) else v
+
+    @property
+    def automation_stale_ms(self) -> int:
+        """STALE = threshold + grace (spec 05 §2.1)."""
+        return self.automation_stale_threshold_ms + self.automation_scheduler_stale_grace_ms
+
     @field_validator("fiche_force_refresh_cooldown_ms", mode="before")
     @classmethod
     def _cooldown(cls, v: object) -> object:

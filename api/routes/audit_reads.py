@@ -291,7 +291,10 @@ async def patch_audit(request: Request) -> JSONResponse:
     audit_id = path_int(request, "audit_id", "audit_id")
     authorize(request, "audits.write")
     changes = patch_changes(await json_body(request))
-    detail = await db_call(lambda s: audit_reads.update_audit(s, audit_id, changes))
+    try:
+        detail = await db_call(lambda s: audit_reads.update_audit(s, audit_id, changes))
+    except audit_reads.UnknownLink as exc:
+        raise validation_error(str(exc)) from None
     if detail is None:
         return JSONResponse(AUDIT_NOT_FOUND, status_code=404)
     return JSONResponse({"success": True, "data": detail})

@@ -38,6 +38,8 @@ from auditflow_dagster.db.clock import iso, now_utc
 from auditflow_dagster.db.models import (
     Audit,
     AuditConfig,
+    AutomationRun,
+    AutomationSchedule,
     Event,
     FicheCache,
     FicheCacheInformation,
@@ -420,11 +422,19 @@ def audit_logs(session: Session, audit_id: int, *, level: str | None, since: dt.
     } for e in rows]
 
 
+class UnknownLink(ValueError):
+    """A PATCH linking an audit to an automation schedule/run that does not exist (400, never a
+    foreign-key 500)."""
+
+
 def update_audit(session: Session, audit_id: int, changes: dict[str, Any]) -> dict[str, Any] | None:
     """PATCH / DELETE (soft delete): write only the given keys, return the detail view; None if missing."""
     a = session.get(Audit, audit_id, with_for_update=True)
     if a is None:
         return None
+    for key, model in (("automation_schedule_id", AutomationSchedule), ("automation_run_id", AutomationRun)):
+        if changes.get(key) is not None and session.get(model, changes[key]) is None:
+            raise UnknownLink(f"Validation error: {key} {changes[key]} does not exist")
     for key, value in changes.items():
         if key == "deleted":
             if value and a.deleted_at is None:

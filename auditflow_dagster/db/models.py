@@ -317,8 +317,11 @@ class Audit(Base):
     # the same request find their audit instead of creating a second one.
     tracking_id: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
     dagster_run_id: Mapped[str | None] = mapped_column(Text, index=True)
-    automation_schedule_id: Mapped[int | None] = mapped_column(BigInteger)
-    automation_run_id: Mapped[int | None] = mapped_column(BigInteger)
+    automation_schedule_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("automation_schedules.id", ondelete="SET NULL", name="fk_audits_automation_schedule"))
+    automation_run_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("automation_runs.id", ondelete="SET NULL", name="fk_audits_automation_run"),
+        index=True)
     trigger_source: Mapped[str] = mapped_column(String(50), nullable=False, server_default=text("'api'"))
     trigger_user_id: Mapped[str | None] = mapped_column(Text)
     use_rlm: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"), default=False)
@@ -541,6 +544,9 @@ class WebhookDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = _created()
     updated_at: Mapped[dt.datetime] = _updated()
+    #: automation webhooks (spec 05 §5.2): the payload is the stored JSON ``payload``
+    automation_run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("automation_runs.id", ondelete="CASCADE", name="fk_wd_automation_run"), index=True)
 
 
 class WebhookDeliveryPartialFiche(Base):
@@ -1052,6 +1058,16 @@ class AutomationRun(Base):
     result_summary: Mapped[Any] = mapped_column(JSONB, nullable=True)
     # rewrite: the backing Dagster run (stale reconciliation on FAILURE/CANCELED, spec 05 §2.4).
     dagster_run_id: Mapped[str | None] = mapped_column(Text, index=True)
+    # rewrite: how the run executes (spec 05 §3, DESIGN §3.4) — ``scheduled`` | ``manual``; the
+    # fiches selected (the denominator of the results); one fiche backfill per attempt (retries
+    # re-run only the failed fiches); the last ``automation.run.progress`` counters published.
+    trigger: Mapped[str | None] = mapped_column(Text)
+    selected_fiche_ids: Mapped[list[str]] = mapped_column(
+        ARRAY(Text), nullable=False, server_default=text("'{}'::text[]"), default=list)
+    backfill_ids: Mapped[list[str]] = mapped_column(
+        ARRAY(Text), nullable=False, server_default=text("'{}'::text[]"), default=list)
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"), default=0)
+    last_progress: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
 
 class AutomationRunFicheResult(Base):

@@ -227,10 +227,26 @@ def test_detail_by_fiche_logs_patch_and_soft_delete(client, day):
     failed = next(r for r in rows if r.status == "failed")
     assert _ok(client.get(f"/api/audits/{failed.id}/logs?level=error"))["data"][-1]["event"] == "audit.failed"
 
-    # PATCH: only given keys; validation; 404
-    r = _ok(client.patch(f"/api/audits/{audit_id}", json={"notes": "checked", "automation_run_id": "12",
+    # PATCH: only given keys; validation; 404. Links point at real schedules/runs (FKs, SET NULL).
+    from auditflow_dagster.db.models import AutomationRun, AutomationSchedule
+
+    with session_scope() as s:
+        sched = AutomationSchedule(name="links", schedule_type="MANUAL")
+        s.add(sched)
+        s.flush()
+        run = AutomationRun(schedule_id=sched.id, config_snapshot={})
+        s.add(run)
+        s.flush()
+        run_id = run.id
+    r = _ok(client.patch(f"/api/audits/{audit_id}", json={"notes": "checked", "automation_run_id": str(run_id),
                                                           "trigger_user_id": None}))
-    assert r["data"]["notes"] == "checked" and r["data"]["automationRunId"] == "12" and r["data"]["stepResults"]
+    assert r["data"]["notes"] == "checked" and r["data"]["automationRunId"] == str(run_id) and r["data"]["stepResults"]
+    unknown = client.patch(f"/api/audits/{audit_id}", json={"automation_run_id": str(run_id + 1000)})
+    assert unknown.status_code == 400 and unknown.json()["code"] == "VALIDATION_ERROR"
+    assert _ok(client.get(f"/api/audits/{audit_id}"))["data"]["automationRunId"] == str(run_id)  # nothing written
+    with session_scope() as s:  # deleting the schedule cascades to the run; the audit stays, unlinked
+        s.delete(s.get(AutomationSchedule, sched.id))
+    assert _ok(client.get(f"/api/audits/{audit_id}"))["data"]["automationRunId"] is None
     assert _ok(client.patch(f"/api/audits/{audit_id}", json={"trigger_source": "manual"}))["data"]["notes"] == "checked"
     for body in ({"notes": 5}, {"notes": "x" * 20001}, {"deleted": "yes"}, {"automation_run_id": "1a"},
                  {"trigger_source": "x" * 51}, {"trigger_user_id": "u" * 201}):
