@@ -18,6 +18,13 @@ Delivery states written here:
 A failed attempt that may be retried goes back to ``pending`` with ``attempt + 1`` and
 ``next_retry_at = now + min(2^attempt s, 30 s)``. (The legacy transient ``failed`` state is not
 written: a delivery is either waiting for its next attempt or finished.)
+
+Automation runs (spec 05 §5.2, §3.10) use the same outbox (:func:`enqueue_automation_webhook`):
+``source = 'automation'``, no job, ``automation_run_id`` set, and the whole body stored in the JSON
+``payload`` (it is small and fixed once the run ended), so every attempt sends the same bytes. Legacy
+sent these once, unsigned; here they get the outbox's retries, the send-time SSRF check, and both
+signatures when ``AUTOMATION_WEBHOOK_SECRET`` is set (``X-Webhook-Job-Id: automation-run-<id>``, the
+realtime job id of the run).
 """
 
 from __future__ import annotations
@@ -39,9 +46,16 @@ from auditflow_dagster.core.signing import (
     webhook_headers,
 )
 from auditflow_dagster.db.clock import iso, now_utc
-from auditflow_dagster.db.models import ProgressiveFetchJob, WebhookDelivery, WebhookDeliveryPartialFiche
+from auditflow_dagster.db.models import (
+    ProgressiveFetchJob,
+    WebhookDelivery,
+    WebhookDeliveryPartialFiche,
+)
 from auditflow_dagster.db.secret_box import unseal
 from auditflow_dagster.settings import get_settings
+
+SOURCE_AUTOMATION = "automation"
+AUTOMATION_EVENTS = ("automation.completed", "automation.failed")
 
 STATUS_PENDING = "pending"
 STATUS_SENT = "sent"
@@ -191,6 +205,53 @@ def enqueue_job_webhook(
     return delivery.id
 
 
+def automation_job_id(run_id: int) -> str:
+    """The job id automation deliveries carry in ``X-Webhook-Job-Id`` (the run's realtime job id,
+    spec 05 §5.6), so a receiver can correlate a webhook with the run's events."""
+    return f"automation-run-{int(run_id)}"
+
+
+def enqueue_automation_webhook(
+    session: Session, *, run_id: int, url: str, event: str, payload: dict[str, Any]
+) -> str:
+    """Write one automation delivery in the caller's transaction; return its id.
+
+    The body is ``payload`` exactly (``core.automation_notify.webhook_payload`` /
+    ``failure_webhook_payload``); ``payload_status``/``payload_timestamp`` stay NULL so
+    :func:`rebuild_request` sends the stored JSON, timestamped with the row's ``created_at`` (the
+    same value on every attempt). The URL is checked again at send time by the sender.
+    """
+    if event not in AUTOMATION_EVENTS:
+        raise ValueError(f"unknown automation webhook event {event!r}")
+    if not isinstance(url, str) or not url.strip():
+        raise ValueError("automation webhook needs a URL")
+    now = now_utc()
+    delivery = WebhookDelivery(
+        id=uuid.uuid4().hex,
+        job_id=None,
+        source=SOURCE_AUTOMATION,
+        automation_run_id=int(run_id),
+        event=event,
+        url=url.strip(),
+        payload=dict(payload),
+        payload_timestamp=None,
+        payload_status=None,
+        status=STATUS_PENDING,
+        attempt=1,
+        max_attempts=max(1, get_settings().webhook_max_attempts),
+        next_retry_at=None,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(delivery)
+    session.flush()
+    return delivery.id
+
+
+def _is_automation(delivery: WebhookDelivery) -> bool:
+    return delivery.source == SOURCE_AUTOMATION or (delivery.automation_run_id is not None and not delivery.job_id)
+
+
 # ---------------------------------------------------------------------------------------------
 # Claim
 # ---------------------------------------------------------------------------------------------
@@ -264,7 +325,20 @@ def rebuild_request(
     ``row_index``); rows lacking ``payload_timestamp``/``payload_status`` or with an unknown event
     fall back to the stored JSON ``payload`` (legacy rows). ``sealed_secret`` is the job's encrypted
     secret; both signatures are added when it is set.
+
+    Automation deliveries send the stored JSON ``payload`` as is, with the timestamp of the row's
+    creation, job id ``automation-run-<run id>``, and are signed with ``AUTOMATION_WEBHOOK_SECRET``
+    when it is set (``sealed_secret`` is ignored for them).
     """
+    if _is_automation(delivery):
+        payload = dict(delivery.payload or {})
+        timestamp = delivery.payload_timestamp or iso(delivery.created_at) or ""
+        body = encode_body(payload)
+        run_id = delivery.automation_run_id
+        job_ref = automation_job_id(run_id) if run_id is not None else ""
+        secret = get_settings().automation_webhook_secret.get_secret_value() or None
+        headers = webhook_headers(delivery.event, job_ref, delivery.id, delivery.attempt, timestamp, secret, body)
+        return body, headers
     rows = sorted(partial_rows, key=lambda r: (r.get("row_index", 0) if isinstance(r, Mapping) else r.row_index))
     if delivery.payload_timestamp and delivery.payload_status and delivery.event in WEBHOOK_EVENTS:
         timestamp = delivery.payload_timestamp
@@ -282,7 +356,11 @@ def rebuild_request(
 
 
 def load_request(session: Session, delivery: WebhookDelivery) -> PreparedRequest:
-    """Load the delivery's partial rows and its job's sealed secret, then :func:`rebuild_request`."""
+    """Load the delivery's partial rows and its job's sealed secret, then :func:`rebuild_request`
+    (automation deliveries have neither: their body is the stored JSON)."""
+    if _is_automation(delivery):
+        body, headers = rebuild_request(delivery)
+        return PreparedRequest(delivery.id, delivery.attempt, delivery.url, body, headers)
     rows = list(
         session.scalars(
             select(WebhookDeliveryPartialFiche)
