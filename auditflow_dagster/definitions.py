@@ -21,6 +21,7 @@ from auditflow_dagster.assets.fiches import fiche_details
 from auditflow_dagster.assets.reruns import audit_step_reruns, rerun_audit_step_job
 from auditflow_dagster.assets.sales import sales_list
 from auditflow_dagster.assets.transcripts import transcripts
+from auditflow_dagster.jobs.automation import automation_run_job
 from auditflow_dagster.partitions import fiches_partitions
 from auditflow_dagster.resources.crm import CrmResource
 from auditflow_dagster.resources.database import DatabaseResource
@@ -33,6 +34,7 @@ from auditflow_dagster.schedules import (
     sales_day_job,
 )
 from auditflow_dagster.sensors.audit_watchdog import audit_watchdog
+from auditflow_dagster.sensors.automation_runs import automation_runs_progress
 from auditflow_dagster.sensors.batches import audit_batches_progress
 from auditflow_dagster.sensors.day_pipeline import sales_day_fiches_backfill
 from auditflow_dagster.sensors.lifecycle import partition_lifecycle
@@ -75,10 +77,11 @@ def build_definitions() -> Definitions:
     return Definitions(
         assets=[sales_list, *FICHE_ASSETS, audit_step_reruns],
         asset_checks=AUDIT_CHECKS,
-        jobs=[audit_fiche_job, fetch_fiche_job, transcribe_fiche_job, sales_day_job, rerun_audit_step_job],
+        jobs=[audit_fiche_job, fetch_fiche_job, transcribe_fiche_job, sales_day_job, rerun_audit_step_job,
+              automation_run_job],
         schedules=[daily_sales_schedule, revalidation_schedule],
         sensors=[sales_day_fiches_backfill, webhook_deliveries_sensor, progressive_fetch_watchdog, partition_lifecycle,
-                 audit_watchdog, audit_batches_progress],
+                 audit_watchdog, audit_batches_progress, automation_runs_progress],
         executor=in_process_executor,
         resources={
             "crm": CrmResource.from_settings(settings),

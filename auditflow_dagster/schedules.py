@@ -21,7 +21,9 @@ BUSINESS_TZ = ZoneInfo("Europe/Paris")
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 #: Runs with these triggers only refresh the cache; the day sensor does not audit their days.
-CACHE_ONLY_TRIGGERS = frozenset({"progressive_fetch", "revalidation"})
+#: runs whose ``sales_list`` materializations must not start the day's audit backfill: cache
+#: refreshes, and automation runs (which launch their own backfill of the fiches they selected)
+CACHE_ONLY_TRIGGERS = frozenset({"progressive_fetch", "revalidation", "automation"})
 
 sales_day_job = define_asset_job(
     "sales_day",

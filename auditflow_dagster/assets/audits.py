@@ -22,6 +22,7 @@ from dagster import (
 )
 from sqlalchemy import func, select
 
+from auditflow_dagster.assets.automation_gate import AutomationGate
 from auditflow_dagster.assets.runtime import (
     bounded_gather,
     in_tx,
@@ -120,7 +121,7 @@ def audit_step_results(
     settings = get_settings()
     run_id = context.run_id
     root = root_run_id(context)
-    keys = list(context.partition_keys)
+    keys = AutomationGate(context.run.tags).audit_keys(list(context.partition_keys))
     auditor = llm.client()
     model = llm.model_name
 
@@ -152,6 +153,14 @@ def audit_step_results(
             )
             if existing is not None and existing.status != "running":
                 return "already_final", existing
+            if existing is None and config.automation_run_id is not None:
+                # a retry attempt of an automation run reuses what an earlier attempt completed:
+                # an LLM call is never billed twice for the same run, fiche and config
+                existing = s.scalar(select(Audit).where(
+                    Audit.fiche_cache_id == row.id, Audit.audit_config_id == config_id,
+                    Audit.automation_run_id == config.automation_run_id, Audit.status == "completed"))
+                if existing is not None:
+                    return "already_final", existing
             if existing is None and config.skip_if_audited and fiche_id not in config.audit_tracking_ids:
                 done = s.scalar(select(func.count()).select_from(Audit).where(
                     Audit.fiche_cache_id == row.id, Audit.audit_config_id == config_id, Audit.status == "completed",
@@ -343,6 +352,7 @@ def audits(context: AssetExecutionContext, db: DatabaseResource) -> MaterializeR
         return await in_tx(work)
 
     results = [r for rs in run_async(lambda: bounded_gather(settings.fiche_concurrency, keys, finalize_fiche)) for r in rs]
+    AutomationGate(context.run.tags).after_audits(keys)
     done = [r for r in results if r["status"] == "completed"]
     niveaux: dict[str, int] = {}
     for r in done:

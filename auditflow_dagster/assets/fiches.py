@@ -20,6 +20,7 @@ from dagster import (
     asset,
 )
 
+from auditflow_dagster.assets.automation_gate import AutomationGate
 from auditflow_dagster.assets.runtime import (
     bounded_gather,
     in_tx,
@@ -94,7 +95,9 @@ def fiche_details(
     context: AssetExecutionContext, config: FicheDetailsConfig, crm: CrmResource, db: DatabaseResource
 ) -> MaterializeResult:
     settings = get_settings()
-    keys = list(context.partition_keys)
+    gate = AutomationGate(context.run.tags)
+    keys = gate.start_details(list(context.partition_keys))
+    errors: dict[str, str] = {}
 
     async def one(client: Any, fiche_id: str) -> tuple[str, str]:
         # one fetch per fiche at a time, system-wide (spec 01 §2.6): a second run waits, then
@@ -143,6 +146,7 @@ def fiche_details(
             return fiche_id, "not_found"
         except Exception as exc:  # noqa: BLE001 - one fiche's failure must not sink the batch
             context.log.error("fiche %s: details fetch failed: %s", fiche_id, exc)
+            errors[fiche_id] = str(exc)[:500] or exc.__class__.__name__
             return fiche_id, "failed"
 
         def write(s) -> None:
@@ -153,6 +157,7 @@ def fiche_details(
             await in_tx(write)
         except ValueError as exc:
             context.log.error("fiche %s: %s", fiche_id, exc)
+            errors[fiche_id] = str(exc)[:500]
             return fiche_id, "failed"
         return fiche_id, "fetched"
 
@@ -161,6 +166,7 @@ def fiche_details(
             return await bounded_gather(settings.fiche_concurrency, keys, lambda f: one(client, f))
 
     results = run_async(main)
+    gate.after_details(dict(results), errors)
     counts: dict[str, int] = {}
     for _, outcome in results:
         counts[outcome] = counts.get(outcome, 0) + 1

@@ -33,6 +33,29 @@ from auditflow_dagster.resources.database import DatabaseResource
 from auditflow_dagster.settings import get_settings
 
 
+def write_sales_day(db: DatabaseResource, instance: Any, key: str, items: list[dict[str, Any]], error: str | None,
+                    known: set[str]) -> tuple[list[str], list[str]]:
+    """Apply one day's sales-list answer (or failure): cache the rows, write the day marker, advance
+    waiting progressive jobs, register new fiche partitions (``known`` is updated). The one writer
+    for the ``sales_list`` asset and the automation run's selection. Returns ``(fiche_ids, new_keys)``."""
+    settings = get_settings()
+    with db.session() as s:
+        fiche_ids = [] if error else fiche_db.upsert_sales_list(
+            s, items, sales_date=key, ttl_hours=settings.cache_expiration_hours)
+        marker = pg_insert(FicheSalesDay).values(
+            sales_date=key, crm_count=len(items), cached_count=len(fiche_ids), fetched_at=now_utc(), last_error=error)
+        s.execute(marker.on_conflict_do_update(
+            index_elements=["sales_date"],
+            set_={"crm_count": marker.excluded.crm_count, "cached_count": marker.excluded.cached_count,
+                  "fetched_at": marker.excluded.fetched_at, "last_error": marker.excluded.last_error}))
+        progressive.apply_day_to_all_jobs(s, key, ok=error is None, error=error)
+    new_keys = [f for f in fiche_ids if f not in known]
+    for i in range(0, len(new_keys), MAX_KEYS_PER_ADD):
+        instance.add_dynamic_partitions(FICHES_PARTITIONS_NAME, new_keys[i : i + MAX_KEYS_PER_ADD])
+    known.update(new_keys)
+    return fiche_ids, new_keys
+
+
 @asset(
     partitions_def=sales_days,
     backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=31),
@@ -70,20 +93,7 @@ def sales_list(context: AssetExecutionContext, crm: CrmResource, db: DatabaseRes
         items = (payload or {}).get("fiches") or []
         if payload is not None and not items:
             context.log.warning("CRM returned an empty sales list for %s (a stale token also gives an empty list)", key)
-        with db.session() as s:
-            fiche_ids = [] if error else fiche_db.upsert_sales_list(
-                s, items, sales_date=key, ttl_hours=settings.cache_expiration_hours)
-            marker = pg_insert(FicheSalesDay).values(
-                sales_date=key, crm_count=len(items), cached_count=len(fiche_ids), fetched_at=now_utc(), last_error=error)
-            s.execute(marker.on_conflict_do_update(
-                index_elements=["sales_date"],
-                set_={"crm_count": marker.excluded.crm_count, "cached_count": marker.excluded.cached_count,
-                      "fetched_at": marker.excluded.fetched_at, "last_error": marker.excluded.last_error}))
-            progressive.apply_day_to_all_jobs(s, key, ok=error is None, error=error)
-        new_keys = [f for f in fiche_ids if f not in known]
-        for i in range(0, len(new_keys), MAX_KEYS_PER_ADD):
-            context.instance.add_dynamic_partitions(FICHES_PARTITIONS_NAME, new_keys[i : i + MAX_KEYS_PER_ADD])
-        known.update(new_keys)
+        fiche_ids, new_keys = write_sales_day(db, context.instance, key, items, error, known)
         total_fiches += len(fiche_ids)
         new_total += len(new_keys)
         if error:

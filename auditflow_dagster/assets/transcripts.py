@@ -19,6 +19,7 @@ from dagster import (
 )
 from sqlalchemy import select
 
+from auditflow_dagster.assets.automation_gate import AutomationGate
 from auditflow_dagster.assets.fiches import fiche_details
 from auditflow_dagster.assets.runtime import (
     bounded_gather,
@@ -36,6 +37,7 @@ from auditflow_dagster.db.rate_limit import acquire as acquire_rate_token
 from auditflow_dagster.db.recordings import store_transcription
 from auditflow_dagster.partitions import fiches_partitions
 from auditflow_dagster.resources.database import DatabaseResource
+from auditflow_dagster.resources.secrets import resolve_secret
 from auditflow_dagster.resources.stt import SttResource
 from auditflow_dagster.settings import get_settings
 
@@ -55,7 +57,8 @@ def _public_url(url: str) -> str:
 )
 def transcripts(context: AssetExecutionContext, stt: SttResource, db: DatabaseResource) -> MaterializeResult:
     settings = get_settings()
-    keys = list(context.partition_keys)
+    gate = AutomationGate(context.run.tags)
+    keys = gate.transcription_keys(list(context.partition_keys))
     run_id = context.run_id
     priority = context.run.tags.get("auditflow/priority", "normal")
 
@@ -180,7 +183,8 @@ def transcripts(context: AssetExecutionContext, stt: SttResource, db: DatabaseRe
         async with stt.client(before_attempt=rate_token) as client:  # one connection pool for the run
             return await bounded_gather(settings.fiche_concurrency, keys, fiche)
 
-    results = run_async(main)
+    results = run_async(main) if keys else []
+    gate.after_transcription(results, provider_ready=stt.mode == "sample" or bool(resolve_secret(stt.api_key)))
     totals = {k: sum(r[k] for r in results) for k in ("total", "transcribed", "cached", "failed", "audio_seconds")}
     skipped = [r for r in results if r.get("skipped")]
     return MaterializeResult(

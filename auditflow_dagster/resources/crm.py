@@ -24,7 +24,10 @@ import httpx
 from dagster import ConfigurableResource
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from auditflow_dagster.resources.http_errors import parse_retry_after, transport_code  # noqa: F401
+from auditflow_dagster.resources.http_errors import (  # noqa: F401
+    parse_retry_after,
+    transport_code,
+)
 from auditflow_dagster.resources.secrets import resolve_secret, secret_field_value
 
 logger = logging.getLogger(__name__)
@@ -689,14 +692,16 @@ class CrmResource(ConfigurableResource):
     def setup_for_execution(self, context: Any) -> None:  # fail at run start, not mid-pipeline
         self._check()
 
-    def client(self) -> CrmClient | SampleCrmClient:
+    def client(self, auth_token: str | None = None) -> CrmClient | SampleCrmClient:
+        """``auth_token`` overrides the configured token (an automation schedule's own gateway
+        key for its sales-list calls, spec 05 §1.1 ``external_api_key``)."""
         self._check()
         if self.mode == "sample":
             return SampleCrmClient(latency_seconds=self.sample_latency_seconds)
         assert self.base_url is not None
         return CrmClient(
             self.base_url,
-            resolve_secret(self.auth_token),
+            auth_token or resolve_secret(self.auth_token),
             timeout=self.timeout_seconds,
             max_attempts=self.max_attempts,
         )

@@ -26,7 +26,7 @@ RUN_ACTIVE = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunS
               DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
 
 
-def _runs_done(instance, backfill_id: str | None) -> bool:
+def backfill_settled(instance, backfill_id: str | None) -> bool:
     """True only when Dagster knows the backfill, it is over, and none of its runs is active."""
     if not backfill_id or instance is None:
         return False
@@ -43,7 +43,7 @@ def watch_batches(instance) -> dict[str, int]:
         running = batch_db.running_batches(s)
     for batch_id, backfill_id in running:
         counts["batches"] += 1
-        done = _runs_done(instance, backfill_id)
+        done = backfill_settled(instance, backfill_id)
         with session_scope() as s:
             result = batch_db.refresh_batch(s, batch_id, runs_done=done)
         if result:
