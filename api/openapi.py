@@ -913,6 +913,21 @@ DOCUMENT["paths"].update({
                 "parameters": [_AUTO_ID],
                 "responses": {**_ok(_data({"allOf": [_RUN, {"type": "object", "properties": {
                     "logs": {"type": "array", "items": _LOG}}}]})), **_err(400, 404)}}},
+    "/api/automation/trigger": {
+        "post": {"summary": "Run a schedule now (optionally with an override selection): creates the run and "
+                            "launches automation_run_job; 409 while inactive or running unless force=true",
+                 "parameters": [{"name": "force", "in": "query", "schema": _BOOL_QUERY}],
+                 "requestBody": _body({"type": "object", "required": ["scheduleId"], "properties": {
+                     "scheduleId": {"type": "string", "pattern": r"^\d+$"},
+                     "overrideFicheSelection": {"type": "object"}}}),
+                 "responses": {**_ok({"type": "object", "properties": {
+                     "success": {"type": "boolean"}, "message": {"type": "string"},
+                     "schedule_id": {"type": "string"}, "run_id": {"type": "string"},
+                     "event_ids": {"type": "array", "items": {"type": "string"}},
+                     "sse_url": {"type": "string"}}}), **_err(400, 404, 409, 503)}}},
+    "/api/automation/diagnostic": {
+        "get": {"summary": "How automation runs here: Dagster job and sensors, scheduler cadence and window, "
+                           "notification setup", "responses": _ok({"type": "object"})}},
     "/api/automation/runs/{id}/logs": {
         "get": {"summary": "A run's logs, oldest first, at most 100", "parameters": [
             _AUTO_ID, {"name": "level", "in": "query", "schema": {"type": "string",

@@ -7,7 +7,10 @@ schedule with a running run is a 409 unless ``?force=true``; ``limit`` is clampe
 ``offset`` to ≥ 0. Validation errors are ``{success:false, error:"Invalid automation schedule
 data", code:"VALIDATION_ERROR", details:[{loc,msg}]}`` (update: "… update data").
 
-Not here yet: ``POST /trigger`` and ``GET /diagnostic`` (they need the automation run launcher).
+``POST /trigger`` creates the run row and launches ``automation_run_job`` (spec 05 §6.2): the
+caller gets the run id and the SSE URL of its channel; 404 for an unknown schedule, 409 when it
+is inactive or already running (unless ``?force=true``), 503 when Dagster cannot take the run
+(the row is then removed: nothing will run).
 """
 
 from __future__ import annotations
@@ -19,9 +22,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from api.common import DIGITS, authorize, db_call, json_body, path_int, query_single
+from api.common import (
+    DIGITS,
+    authorize,
+    dagster,
+    db_call,
+    json_body,
+    path_int,
+    query_single,
+)
+from api.dagster_client import DagsterUnavailable
 from api.errors import ApiError, not_found, validation_error
 from auditflow_dagster.db import automation as store
+from auditflow_dagster.db import automation_runs as runs_db
 from auditflow_dagster.db.audits import strip_nul
 from auditflow_dagster.settings import get_settings
 
@@ -147,7 +160,98 @@ async def run_logs(request: Request) -> JSONResponse:
     return JSONResponse({"success": True, "data": data, "count": len(data)})
 
 
+# --------------------------------------------------------------------------------------------- #
+# Trigger and diagnostic
+# --------------------------------------------------------------------------------------------- #
+
+TRIGGER_INVALID = "Invalid trigger automation data"
+AUTOMATION_JOB = "automation_run_job"
+
+
+def _schedule_id(body: dict[str, Any]) -> int:
+    raw = body.get("scheduleId", body.get("schedule_id"))
+    if isinstance(raw, int) and not isinstance(raw, bool) and 0 < raw < 2**63:
+        return raw
+    if isinstance(raw, str) and DIGITS.match(raw.strip()) and 0 < int(raw.strip()) < 2**63:
+        return int(raw.strip())
+    raise validation_error(TRIGGER_INVALID, details=[{"loc": ["scheduleId"], "msg": "must be a positive integer"}])
+
+
+async def trigger(request: Request) -> JSONResponse:
+    authorize(request, "automation.write")
+    body = strip_nul(await json_body(request))
+    schedule_id = _schedule_id(body)
+    override = body.get("overrideFicheSelection")
+    if override is not None:
+        override = await _db(lambda s: store.validate_selection(override), invalid=TRIGGER_INVALID)
+    force = query_single(request, "force") == "true"
+    stale_ms = get_settings().automation_stale_ms
+
+    def create(s) -> int:
+        return runs_db.create_manual_run(s, schedule_id, overrides=override, force=force, stale_ms=stale_ms).id
+
+    try:
+        run_id = await db_call(create)
+    except LookupError:
+        raise not_found(SCHEDULE_NOT_FOUND) from None
+    except runs_db.RunRefused:
+        raise ApiError(409, "Schedule is not active", "CONFLICT") from None
+    except runs_db.ScheduleRunning as exc:
+        raise ApiError(409, str(exc), "CONFLICT") from None
+    try:
+        dagster_run_id = await dagster(request).launch_job(
+            AUTOMATION_JOB,
+            run_config={"ops": {"automation_run": {"config": {
+                "schedule_id": schedule_id, "run_id": run_id, "trigger": "manual"}}}},
+            tags={"automation/run_id": str(run_id), "automation/schedule_id": str(schedule_id),
+                  "automation/trigger": "manual", "auditflow/trigger": "automation"},
+        )
+    except DagsterUnavailable as exc:
+        await db_call(lambda s: runs_db.drop_manual_run(s, run_id))
+        raise ApiError(503, f"Pipeline unavailable: {exc}", "SERVICE_UNAVAILABLE") from None
+    await db_call(lambda s: runs_db.attach_dagster_run(s, run_id, dagster_run_id))
+    return JSONResponse({
+        "success": True,
+        "message": "Automation triggered successfully",
+        "schedule_id": str(schedule_id),
+        "run_id": str(run_id),
+        "event_ids": [dagster_run_id],
+        "sse_url": f"/api/realtime/jobs/{runs_db.job_id(run_id)}",
+    })
+
+
+async def diagnostic(request: Request) -> JSONResponse:
+    """Where automation runs and how it is tuned (the legacy endpoint described Inngest)."""
+    authorize(request, "automation.read")
+    from auditflow_dagster.core import schedules
+
+    settings = get_settings()
+    try:
+        tick = schedules.tick_period_minutes(settings.automation_scheduler_cron)
+    except schedules.ScheduleConfigError:
+        tick = None
+    reachable = await dagster(request).ping()
+    return JSONResponse({"success": True, "data": {
+        "orchestrator": "dagster",
+        "dagster_reachable": reachable,
+        "job": AUTOMATION_JOB,
+        "sensors": {"scheduler": "automation_scheduler", "progress": "automation_runs_progress"},
+        "scheduler": {
+            "cron": settings.automation_scheduler_cron, "tick_period_minutes": tick,
+            "window_minutes": schedules.effective_window_minutes(settings.automation_scheduler_window_minutes, tick),
+            "stale_threshold_ms": settings.automation_stale_ms,
+            "revalidation_cooldown_ms": settings.automation_revalidation_cooldown_ms,
+        },
+        "notifications": {"smtp_configured": bool(settings.smtp_host and (settings.smtp_from or settings.smtp_user)),
+                          "webhooks_signed": bool(settings.automation_webhook_secret.get_secret_value())},
+        "endpoints": {"trigger": "POST /api/automation/trigger",
+                      "run_events": "GET /api/realtime/jobs/automation-run-{runId}"},
+    }})
+
+
 routes = [
+    Route("/api/automation/trigger", trigger, methods=["POST"]),
+    Route("/api/automation/diagnostic", diagnostic, methods=["GET"]),
     Route("/api/automation/schedules", list_schedules, methods=["GET"]),
     Route("/api/automation/schedules", create_schedule, methods=["POST"]),
     Route("/api/automation/schedules/{id}/runs", schedule_runs, methods=["GET"]),

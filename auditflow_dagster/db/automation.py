@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import zoneinfo
 from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from auditflow_dagster.core import schedules
+from auditflow_dagster.core.automation import parse_dmy, split_fiche_ids
 from auditflow_dagster.db.clock import iso, now_utc
 from auditflow_dagster.db.models import (
     SCHEDULE_TYPES,
@@ -39,9 +39,7 @@ PRIORITIES = ("low", "normal", "high")
 RUN_STATUSES = ("pending", "running", "completed", "partial", "failed")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 TIME_OF_DAY = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
-DMY = re.compile(r"^(\d{2})/(\d{2})/(\d{4})$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-FICHE_ID_SPLIT = re.compile(r"[\s,]+")
 
 
 class ScheduleNotFound(LookupError):
@@ -75,14 +73,8 @@ def check_cron(expr: str) -> str | None:
 
 
 def check_timezone(name: str) -> bool:
-    """TODO: switch to ``auditflow_dagster.core.schedules`` once it lands."""
-    if not name or name != name.strip():
-        return False
-    try:
-        zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        return False
-    return True
+    """A known IANA zone, by the scheduler's own rule (``core.schedules.zone_problem``)."""
+    return schedules.zone_problem(name) is None
 
 
 def derive_cron(schedule_type: str, time_of_day: str | None, day_of_week: int | None,
@@ -95,26 +87,6 @@ def derive_cron(schedule_type: str, time_of_day: str | None, day_of_week: int | 
             "day_of_month": day_of_month, "cron_expression": cron_expression, "timezone": "UTC"}))
     except schedules.ScheduleConfigError:
         return None
-
-
-def parse_dmy(value: str) -> dt.date | None:
-    m = DMY.match(value)
-    if not m:
-        return None
-    try:
-        return dt.date(int(m[3]), int(m[2]), int(m[1]))
-    except ValueError:
-        return None
-
-
-def split_fiche_ids(entries: list[str]) -> list[str]:
-    """Manual ids: entries split on commas/whitespace, blanks dropped, order kept, de-duplicated."""
-    out: list[str] = []
-    for entry in entries:
-        for part in FICHE_ID_SPLIT.split(entry):
-            if part and part not in out:
-                out.append(part)
-    return out
 
 
 # --------------------------------------------------------------------------------------------- #
@@ -451,7 +423,35 @@ def schedule_json(row: AutomationSchedule) -> dict[str, Any]:
         "totalRuns": row.total_runs,
         "successfulRuns": row.successful_runs,
         "failedRuns": row.failed_runs,
+        "nextRunAt": next_run_at(row),
     }
+
+
+def next_run_at(row: AutomationSchedule) -> str | None:
+    """Read-only, computed in the schedule's zone by the scheduler's rules (spec 05 §1.1); None
+    for MANUAL, inactive or broken schedules."""
+    if not row.is_active or row.schedule_type == "MANUAL":
+        return None
+    try:
+        nxt = schedules.next_occurrence(row, dt.datetime.now(dt.UTC))
+    except schedules.ScheduleConfigError:
+        return None
+    return iso(nxt.astimezone(dt.UTC).replace(tzinfo=None)) if nxt else None
+
+
+def validate_selection(raw: Any) -> dict[str, Any]:
+    """A trigger's ``overrideFicheSelection`` (spec 05 §3.1): validated like ``ficheSelection``
+    (null ``maxFiches``/``maxRecordingsPerFiche`` tolerated as absent) and returned in the API
+    shape that the run stores in ``config_snapshot.overrides``."""
+    from types import SimpleNamespace
+
+    if isinstance(raw, dict):
+        raw = {k: v for k, v in raw.items() if not (k in ("maxFiches", "maxRecordingsPerFiche") and v is None)}
+    c = _Checker()
+    cols = _selection(c, raw)
+    if c.details:
+        raise ScheduleInvalid([{**d, "loc": ["overrideFicheSelection", *d["loc"][1:]]} for d in c.details])
+    return selection_json(SimpleNamespace(**cols))
 
 
 def _stored_input(row: AutomationSchedule) -> dict[str, Any]:
@@ -460,7 +460,7 @@ def _stored_input(row: AutomationSchedule) -> dict[str, Any]:
     body["specificAuditConfigs"] = list(row.specific_audit_configs or [])
     body["transcriptionPriority"] = row.transcription_priority
     for key in ("id", "createdAt", "updatedAt", "externalApiKey", "hasExternalApiKey", "lastRunAt",
-                "lastRunStatus", "totalRuns", "successfulRuns", "failedRuns"):
+                "lastRunStatus", "totalRuns", "successfulRuns", "failedRuns", "nextRunAt"):
         body.pop(key)
     return body
 

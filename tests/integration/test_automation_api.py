@@ -367,3 +367,90 @@ def test_runs_detail_logs_and_delete(client):
     gone = client.delete(f"{BASE}/schedules/{sid}")
     assert gone.status_code == 404 and gone.json()["error"] == "Schedule not found"
     assert client.delete(f"{BASE}/schedules/abc").status_code == 400
+
+
+# --------------------------------------------------------------------------------------------- #
+# Trigger and diagnostic (spec 05 §6.2)
+# --------------------------------------------------------------------------------------------- #
+
+
+@pytest.fixture()
+def launching(db):
+    """An API whose Dagster is a fake GraphQL server recording launches."""
+    from tests.fakes.server import serve_app
+    from tests.integration.test_transcription_api import FakeDagster
+
+    fake = FakeDagster()
+    with serve_app(fake.app) as url:
+        with TestClient(create_app(dagster_url=f"{url}/graphql"), raise_server_exceptions=False) as c:
+            yield c, fake
+
+
+def test_trigger_creates_the_run_launches_the_job_and_refuses_overlaps(launching):
+    client, fake = launching
+    sid = _create(client, ficheSelection={"mode": "date_range", "dateRange": "yesterday", "groupes": ["R1"]})["id"]
+    override = {"mode": "manual", "ficheIds": ["A1, A2", "A1"], "maxFiches": None, "useRlm": True}
+    r = client.post(f"{BASE}/trigger", json={"scheduleId": sid, "overrideFicheSelection": override})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    run_id = body["run_id"]
+    assert body["message"] == "Automation triggered successfully" and body["schedule_id"] == sid
+    assert body["sse_url"] == f"/api/realtime/jobs/automation-run-{run_id}"
+    launch = fake.launches[-1]
+    assert launch["job"] == "automation_run_job" and body["event_ids"] == [launch["run_id"]]
+    assert launch["run_config"] == {"ops": {"automation_run": {"config": {
+        "schedule_id": int(sid), "run_id": int(run_id), "trigger": "manual"}}}}
+    assert launch["tags"]["automation/run_id"] == run_id and launch["tags"]["automation/trigger"] == "manual"
+    run = client.get(f"{BASE}/runs/{run_id}").json()["data"]
+    assert run["status"] == "running" and run["configSnapshot"]["trigger"] == "manual"
+    assert run["configSnapshot"]["overrides"] == {"mode": "manual", "ficheIds": ["A1, A2", "A1"],
+                                                  "onlyWithRecordings": False, "onlyUnaudited": False,
+                                                  "useRlm": True}
+    assert run["configSnapshot"]["dagster_run_id"] == launch["run_id"]
+    assert client.get(f"{BASE}/schedules/{sid}").json()["data"]["lastRunStatus"] == "running"
+
+    # a second trigger while it runs: 409, unless forced
+    again = client.post(f"{BASE}/trigger", json={"scheduleId": sid})
+    assert again.status_code == 409 and again.json()["code"] == "CONFLICT"
+    assert client.post(f"{BASE}/trigger?force=true", json={"scheduleId": int(sid)}).status_code == 200
+    assert len(fake.launches) == 2
+
+
+def test_trigger_errors_leave_nothing_behind(launching):
+    client, fake = launching
+    assert client.post(f"{BASE}/trigger", json={"scheduleId": "999"}).status_code == 404
+    _invalid(client.post(f"{BASE}/trigger", json={"scheduleId": "x1"}), "Invalid trigger automation data")
+    _invalid(client.post(f"{BASE}/trigger", json={}), "Invalid trigger automation data")
+    sid = _create(client)["id"]
+    details = _invalid(client.post(f"{BASE}/trigger", json={
+        "scheduleId": sid, "overrideFicheSelection": {"mode": "manual", "ficheIds": []}}),
+        "Invalid trigger automation data")
+    assert details[0]["loc"][0] == "overrideFicheSelection"
+    client.patch(f"{BASE}/schedules/{sid}", json={"isActive": False})
+    inactive = client.post(f"{BASE}/trigger", json={"scheduleId": sid})
+    assert inactive.status_code == 409 and inactive.json()["error"] == "Schedule is not active"
+    client.patch(f"{BASE}/schedules/{sid}", json={"isActive": True})
+    fake.fail_launch = True
+    down = client.post(f"{BASE}/trigger", json={"scheduleId": sid})
+    assert down.status_code == 503 and down.json()["code"] == "SERVICE_UNAVAILABLE"
+    assert fake.launches == []
+    # nothing half-written: no run row, the schedule is free again
+    assert client.get(f"{BASE}/runs").json()["data"] == []
+    assert client.get(f"{BASE}/schedules/{sid}").json()["data"]["lastRunStatus"] is None
+
+
+def test_next_run_at_and_diagnostic(launching):
+    client, _ = launching
+    s = _create(client, timezone="Europe/Paris", timeOfDay="07:00")
+    nxt = dt.datetime.fromisoformat(s["nextRunAt"].replace("Z", "+00:00"))
+    local = nxt.astimezone(__import__("zoneinfo").ZoneInfo("Europe/Paris"))
+    assert (local.hour, local.minute) == (7, 0) and nxt > dt.datetime.now(dt.UTC)
+    assert _create(client, scheduleType="MANUAL")["nextRunAt"] is None
+    d = client.get(f"{BASE}/diagnostic").json()
+    assert d["success"] and d["data"]["job"] == "automation_run_job" and d["data"]["dagster_reachable"] is True
+    assert d["data"]["endpoints"]["trigger"] == "POST /api/automation/trigger"
+    assert d["data"]["scheduler"]["window_minutes"] >= 20
+
+
+def test_diagnostic_says_when_dagster_is_down(client):
+    assert client.get(f"{BASE}/diagnostic").json()["data"]["dagster_reachable"] is False

@@ -49,7 +49,7 @@ from auditflow_dagster.sample import generator
 from tests.fakes.server import free_port_refusing, serve_app
 
 DAY = "2026-03-16"
-JOBS = ("audit_fiche", "fetch_fiche", "transcribe_fiche", "sales_day")
+JOBS = ("audit_fiche", "fetch_fiche", "transcribe_fiche", "sales_day", "automation_run_job")
 RUN_CONFIG = {"ops": {"fiche_details": {"config": {"force_refresh": True}}}}
 
 
@@ -72,6 +72,8 @@ class FakeDagster:
     async def graphql(self, request: Request) -> Any:
         body = await request.json()
         query, variables = body["query"], body.get("variables") or {}
+        if query.strip() == "query { version }":
+            return JSONResponse({"data": {"version": "1.13.27"}})
         if "workspaceOrError" in query:
             return JSONResponse({"data": {"workspaceOrError": {"__typename": "Workspace", "locationEntries": [
                 {"name": "auditflow", "locationOrLoadError": {
