@@ -105,7 +105,8 @@ def launch_fiche_backfill(instance: Any, *, run_id: int, schedule_id: int, fiche
     subset = AssetGraphSubset.from_asset_partition_set(
         {AssetKeyPartitionKey(AssetKey(a), f) for a in FICHE_CHAIN for f in fiche_ids}, asset_graph)
     backfill_id = make_new_backfill_id()
-    tags = {RUN_ID_TAG: str(run_id), "automation/schedule_id": str(schedule_id), "automation/attempt": str(attempt),
+    # (no automation/schedule_id tag here: that tag's run limit is for the job run only)
+    tags = {RUN_ID_TAG: str(run_id), "automation/attempt": str(attempt),
             "auditflow/trigger": "automation", "auditflow/priority": plan.get("priority", "normal")}
     instance.add_backfill(PartitionBackfill.from_asset_graph_subset(
         backfill_id=backfill_id, backfill_timestamp=time.time(), tags=tags, dynamic_partitions_store=instance,
