@@ -10,6 +10,7 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -163,29 +164,34 @@ def should_notify(status: str, *, notify_on_complete: bool, notify_on_error: boo
 
 
 _SECRET_KEY = re.compile(r"(pass|secret|token|api[_-]?key|authorization|cookie|credential)", re.I)
-_URL_QUERY = re.compile(r"(https?://[^\s?#\"']+)\?[^\s#\"']*")
+_URL_QUERY = re.compile(r"(https?://[^\s?#\"']+)\?[^\s#\"']*", re.I)
 LOG_VALUE_MAX = 2000
 
 
 def sanitize_log_metadata(meta: Mapping[str, Any] | None) -> dict[str, Any]:
     """Log metadata as stored (spec 05 §3.11): secret-looking keys redacted, URL query strings
-    dropped, long strings truncated; counters such as ``total_tokens`` are kept."""
+    dropped, long strings truncated; counters such as ``total_tokens`` (numbers) are kept. The
+    result is strict JSON that PostgreSQL ``jsonb`` accepts: no NUL characters, no NaN/Infinity."""
+    def name(k: Any) -> str:
+        return str(k).replace("\x00", "")
+
     def clean(key: str, value: Any) -> Any:
-        if _SECRET_KEY.search(key) and not key.endswith(("_count", "tokens")):
+        if (_SECRET_KEY.search(key)
+                and not (key.endswith(("_count", "tokens")) and isinstance(value, (int, float)))):
             return "[REDACTED]"
         if isinstance(value, str):
-            value = _URL_QUERY.sub(r"\1", value)
+            value = _URL_QUERY.sub(r"\1", value.replace("\x00", ""))
             return value if len(value) <= LOG_VALUE_MAX else value[:LOG_VALUE_MAX] + "…"
         if isinstance(value, Mapping):
-            return {str(k): clean(str(k), v) for k, v in value.items()}
+            return {name(k): clean(name(k), v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
             return [clean(key, v) for v in value[:200]]
-        if value is None or isinstance(value, (bool, int, float)):
+        if value is None or isinstance(value, (bool, int)) or (isinstance(value, float) and math.isfinite(value)):
             return value
         return clean(key, str(value))
 
-    out = {str(k): clean(str(k), v) for k, v in (meta or {}).items()}
-    json.dumps(out, default=str)
+    out = {name(k): clean(name(k), v) for k, v in (meta or {}).items()}
+    json.dumps(out, allow_nan=False)
     return out
 
 
