@@ -35,6 +35,7 @@ from auditflow_dagster.schedules import (
 )
 from auditflow_dagster.sensors.audit_watchdog import audit_watchdog
 from auditflow_dagster.sensors.automation_runs import automation_runs_progress
+from auditflow_dagster.sensors.automation_scheduler import automation_scheduler
 from auditflow_dagster.sensors.batches import audit_batches_progress
 from auditflow_dagster.sensors.day_pipeline import sales_day_fiches_backfill
 from auditflow_dagster.sensors.lifecycle import partition_lifecycle
@@ -81,7 +82,8 @@ def build_definitions() -> Definitions:
               automation_run_job],
         schedules=[daily_sales_schedule, revalidation_schedule],
         sensors=[sales_day_fiches_backfill, webhook_deliveries_sensor, progressive_fetch_watchdog, partition_lifecycle,
-                 audit_watchdog, audit_batches_progress, automation_runs_progress],
+                 audit_watchdog, audit_batches_progress, automation_runs_progress,
+                 automation_scheduler],
         executor=in_process_executor,
         resources={
             "crm": CrmResource.from_settings(settings),
