@@ -28,14 +28,31 @@ class AutomationGate:
             with session_scope() as s:
                 self.plan = runs_db.plan_of(s, self.run_id) or {}
         self.active = self.run_id is not None and bool(self.plan)
+        # the run row is gone (its schedule was deleted with force=true): the rest of the
+        # backfill does nothing rather than write audits linked to a run that no longer exists
+        self.orphaned = self.run_id is not None and not self.plan
 
     def pending(self, keys: list[str]) -> list[str]:
         """The partitions without a verdict yet (the others are done for this run)."""
+        if self.orphaned:
+            return []
         if not self.active:
             return keys
         with session_scope() as s:
             done = runs_db.verdicts(s, self.run_id, keys)
         return [k for k in keys if k not in done]
+
+    def _unless_stopped(self, keys: list[str]) -> list[str]:
+        """``continueOnError`` off (spec 05 §3.8): once a fiche failed, no fiche starts a new stage;
+        the ones that have not are ignored with the spec's reason (work already going finishes)."""
+        if not self.active or self.plan.get("continue_on_error", True) or not keys:
+            return keys
+        with session_scope() as s:
+            if not runs_db.has_failure(s, self.run_id):
+                return keys
+            for k in keys:
+                runs_db.record_outcome(s, self.run_id, k, rules.Verdict("ignored", reason=rules.STOPPED))
+        return []
 
     def record(self, fiche_id: str, verdict: rules.Verdict) -> None:
         if self.active:
@@ -45,17 +62,8 @@ class AutomationGate:
     # -- stages ---------------------------------------------------------------------------------
 
     def start_details(self, keys: list[str]) -> list[str]:
-        """The fiches that start now. With ``continueOnError`` off, none starts after a failure:
-        they are ignored with the spec's reason (in-flight fiches finish)."""
-        keys = self.pending(keys)
-        if not self.active or self.plan.get("continue_on_error", True) or not keys:
-            return keys
-        with session_scope() as s:
-            stop = runs_db.has_failure(s, self.run_id)
-            if stop:
-                for k in keys:
-                    runs_db.record_outcome(s, self.run_id, k, rules.Verdict("ignored", reason=rules.STOPPED))
-        return [] if stop else keys
+        """The fiches that start now (none after a failure when ``continueOnError`` is off)."""
+        return self._unless_stopped(self.pending(keys))
 
     def after_details(self, outcomes: dict[str, str], errors: dict[str, str]) -> None:
         """Not found ⇒ ignored; fetch failure ⇒ failed; else the post-details filters (§3.6 step 2)."""
@@ -81,7 +89,7 @@ class AutomationGate:
 
     def transcription_keys(self, keys: list[str]) -> list[str]:
         """The fiches to transcribe now: in play, and only when the schedule transcribes."""
-        keys = self.pending(keys)
+        keys = self._unless_stopped(self.pending(keys))
         if self.active and not self.plan.get("run_transcription", True):
             return []
         return keys
@@ -101,7 +109,7 @@ class AutomationGate:
     def audit_keys(self, keys: list[str]) -> list[str]:
         """The fiches to audit now. Audits off ⇒ whatever is still in play succeeded; no configs ⇒
         failed; nothing transcribed ⇒ ignored (empty timeline)."""
-        keys = self.pending(keys)
+        keys = self._unless_stopped(self.pending(keys))
         if not self.active or not keys:
             return keys
         if not self.plan.get("run_audits", True):

@@ -341,3 +341,39 @@ def test_manual_ids_early_exit_and_catastrophe(two_configs, dagster_instance):
     run = the_run(sid2)
     assert run.status == "completed" and run.error_details["revalidation_failures"][0]["date"] == "2026-02-02"
     assert events(run.id)[-1][1]["reason"] == "no_fiches"
+
+
+def test_continue_on_error_off_stops_new_stages_after_a_failure(two_configs, dagster_instance):
+    instance = dagster_instance
+    day_ids = [f["id"] for f in generator.fiches_for_day(DAY)]
+    FlakyCrm.failing = {day_ids[0]}
+    crm = FlakyCrm(mode="sample")
+    sid = make_schedule(name="strict", use_automatic_audits=False, specific_audit_configs=[two_configs[1]],
+                        continue_on_error=False)
+    assert run_job(instance, schedule_id=sid, due_at_ms=1_774_000_000_000, crm=crm)
+    execute_backfill(instance, the_run(sid).backfill_ids[0], crm=crm)
+    FlakyCrm.failing = set()
+    assert "finalized=1" in tick(instance)
+    run = the_run(sid)
+    got = results(run.id)
+    assert got[day_ids[0]].status == "failed"
+    stopped = [f for f, r in got.items() if r.ignore_reason == rules.STOPPED]
+    # the details stage was in flight for every fiche; no transcription or audit started after the failure
+    assert stopped and all(got[f].status == "ignored" for f in stopped)
+    with session_scope() as s:
+        assert s.scalar(select(func.count()).select_from(Audit).where(Audit.automation_run_id == run.id)) == 0
+    assert run.status == "failed" and run.successful_fiches == 0
+
+
+def test_deleting_the_schedule_mid_run_leaves_the_rest_of_the_backfill_idle(two_configs, dagster_instance):
+    instance = dagster_instance
+    sid = make_schedule(name="deleted", use_automatic_audits=False, specific_audit_configs=[two_configs[1]])
+    assert run_job(instance, schedule_id=sid, due_at_ms=1_774_000_000_000)
+    backfill_id = the_run(sid).backfill_ids[0]
+    with session_scope() as s:  # DELETE /schedules/{id}?force=true: runs, results and logs cascade
+        s.delete(s.get(AutomationSchedule, sid))
+    execute_backfill(instance, backfill_id)  # the runs still go: they must not fail nor write linked audits
+    with session_scope() as s:
+        assert s.scalar(select(func.count()).select_from(Audit)) == 0
+        assert s.scalar(select(func.count()).select_from(AutomationRun)) == 0
+    assert "running=0" in tick(instance)
