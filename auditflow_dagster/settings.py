@@ -183,6 +183,11 @@ class Settings(BaseSettings):
     #: development: a key is generated once under $AUDITFLOW_HOME.
     secret_key: SecretStr = Field(default=SecretStr(""), validation_alias=_env("AUDITFLOW_SECRET_KEY"))
 
+    #: SQLAlchemy pool per process (app database). Several run processes share one server's
+    #: max_connections, so the pool is small and threads queue for a connection.
+    db_pool_size: int = Field(default=5, ge=1, validation_alias=_env("AUDITFLOW_DB_POOL_SIZE"))
+    db_max_overflow: int = Field(default=10, ge=0, validation_alias=_env("AUDITFLOW_DB_MAX_OVERFLOW"))
+
     # --- automation (spec 05 §2, §3, §5, §7) --------------------------------------------------
     automation_scheduler_cron: str = Field(default="*/1 * * * *", validation_alias=_env("AUTOMATION_SCHEDULER_CRON"))
     automation_scheduler_window_minutes: int = Field(

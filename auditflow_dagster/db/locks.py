@@ -33,6 +33,10 @@ def lock_keys(name: str) -> tuple[int, int]:
     return ns, zlib.crc32(name.encode("utf-8")) - 2**31
 
 
+#: idle lock connections kept per event loop; the rest are closed (each is a server backend)
+IDLE_LOCK_CONNECTIONS = 4
+
+
 class _ConnectionPool:
     """Idle lock connections kept per event loop (psycopg async connections are loop-bound)."""
 
@@ -49,7 +53,7 @@ class _ConnectionPool:
 
     async def put(self, conn: psycopg.AsyncConnection) -> None:
         idle = self._idle.setdefault(id(asyncio.get_running_loop()), [])
-        if not conn.closed and len(idle) < 32:
+        if not conn.closed and len(idle) < IDLE_LOCK_CONNECTIONS:
             idle.append(conn)
         else:
             await conn.close()

@@ -49,7 +49,11 @@ def get_engine(url: str | None = None) -> Engine:
     with _lock:
         engine = _engines.get(url)
         if engine is None:
-            engine = create_engine(url, pool_size=10, max_overflow=30, pool_pre_ping=True, pool_recycle=1800)
+            # bounded per process: 4 concurrent runs + daemon + webserver + API must fit the server's
+            # max_connections (100 by default); a busy thread waits for a connection instead
+            settings = get_settings()
+            engine = create_engine(url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow,
+                                   pool_timeout=60, pool_pre_ping=True, pool_recycle=1800)
             _engines[url] = engine
             _makers[url] = sessionmaker(bind=engine, expire_on_commit=False)
         return engine
