@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
     Enum,
     Float,
@@ -1100,3 +1101,28 @@ class AutomationLog(Base):
     )
     timestamp: Mapped[dt.datetime] = mapped_column(TS, nullable=False, server_default=func.now(), default=now_utc,
                                                    index=True)
+
+
+class ApiKey(Base):
+    """An API key (issue 8, spec 04 §7 adapted): only its SHA-256 is stored (the key is shown once
+    at creation); ``permissions`` are ``<area>.read|write`` and verbs such as ``audits.run``;
+    ``scope`` SELF (fiches attributed to ``crm_user_id``), GROUP (fiches of ``groupes``) or ALL."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (CheckConstraint("scope IN ('SELF', 'GROUP', 'ALL')", name="ck_api_keys_scope"),
+                      UniqueConstraint("key_hash", name="uq_api_keys_key_hash"))
+    id: Mapped[int] = _pk()
+    name: Mapped[str] = mapped_column(Text, nullable=False)
+    key_prefix: Mapped[str] = mapped_column(Text, nullable=False, index=True)
+    key_hash: Mapped[str] = mapped_column(Text, nullable=False)
+    permissions: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False, server_default=text("'{}'::text[]"),
+                                                   default=list)
+    scope: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("'SELF'"), default="SELF")
+    groupes: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False, server_default=text("'{}'::text[]"),
+                                               default=list)
+    crm_user_id: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = _created()
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(TS)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(TS)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(TS)
