@@ -159,6 +159,8 @@ class Settings(BaseSettings):
         default=60, validation_alias=_env("AUDITFLOW_FICHE_PARTITION_RETENTION_DAYS")
     )
     run_retention_days: int = Field(default=30, validation_alias=_env("AUDITFLOW_RUN_RETENTION_DAYS"))
+    #: realtime events (the SSE outbox) older than this are pruned; 0 keeps them forever
+    event_retention_hours: float = Field(default=168.0, validation_alias=_env("AUDITFLOW_EVENT_RETENTION_HOURS"))
 
     # --- progressive date-range fetch and webhooks (spec 01 §4, §5; spec 06 §3) ---------------
     progressive_fetch_max_range_days: int = Field(

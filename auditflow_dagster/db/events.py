@@ -41,3 +41,16 @@ def emit_best_effort(name: str, payload: dict[str, Any], channels: list[str] | N
     except Exception:  # noqa: BLE001 - events never fail the workflow (spec 06 §1.1)
         log.warning("could not record event %s", name, exc_info=True)
         return None
+
+
+def prune_events(session: Session, *, older_than_hours: float, limit: int = 5000) -> int:
+    """Delete at most ``limit`` events older than the retention (oldest first). A client resuming
+    from a pruned id gets ``realtime.reset`` and refetches (spec 06 §2.4), so retention bounds the
+    table without ever losing state: events are hints, the rows they point at stay."""
+    if older_than_hours <= 0:
+        return 0
+    result = session.execute(text(
+        "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE created_at < "
+        "(now() AT TIME ZONE 'utc') - make_interval(secs => :secs) ORDER BY id LIMIT :limit)"),
+        {"secs": older_than_hours * 3600, "limit": limit})
+    return result.rowcount or 0

@@ -8,7 +8,9 @@ Every hour (by default) the ``partition_lifecycle`` sensor
    no queued/running run or in-progress backfill targets;
 2. **prunes Dagster runs** — deletes finished runs (success, failure, cancelled) created and last
    updated more than ``AUDITFLOW_RUN_RETENTION_DAYS`` ago, with their event logs
-   (``DagsterInstance.delete_run``), except runs of a backfill still in progress.
+   (``DagsterInstance.delete_run``), except runs of a backfill still in progress;
+3. **prunes realtime events** older than ``AUDITFLOW_EVENT_RETENTION_HOURS`` (a client resuming from
+   a pruned id gets ``realtime.reset`` and refetches).
 
 Both are bounded per tick (count and time) and idempotent: each tick recomputes from the current
 state, so no cursor is needed and an interrupted tick is simply continued by the next one. It
@@ -222,6 +224,11 @@ def partition_lifecycle(context: SensorEvaluationContext) -> SkipReason:
         asset_graph=asset_graph,
     )
     runs = prune_runs(context.instance, now=now, retention_days=settings.run_retention_days)
+    from auditflow_dagster.db.events import prune_events
+    from auditflow_dagster.db.session import session_scope
+
+    with session_scope() as s:
+        events_pruned = prune_events(s, older_than_hours=settings.event_retention_hours)
     if parts["retired"] or runs["pruned"] or parts["blocked"]:
         context.log.info(f"partition lifecycle: partitions {parts}, runs {runs}")
     msg = (
@@ -231,6 +238,7 @@ def partition_lifecycle(context: SensorEvaluationContext) -> SkipReason:
     if parts["blocked"]:
         msg += " (blocked: an in-progress backfill cannot be read)"
     msg += f"; runs pruned={runs['pruned']}" + (" (more next tick)" if runs["more"] else "")
+    msg += f"; events pruned={events_pruned}"
     if settings.fiche_partition_retention_days < 1:
         msg += "; partition retention disabled"
     if settings.run_retention_days < 1:

@@ -3,15 +3,17 @@ channels, once, in order; Last-Event-ID resumes; a gap sends realtime.reset; bad
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import threading
 import time
 
 import httpx
 import pytest
-from sqlalchemy import delete
+from sqlalchemy import update
 
-from auditflow_dagster.db.events import emit_best_effort
+from auditflow_dagster.db.clock import now_utc
+from auditflow_dagster.db.events import emit_best_effort, prune_events
 from auditflow_dagster.db.models import Event
 from auditflow_dagster.db.session import session_scope
 from tests.fakes.server import serve_app
@@ -97,8 +99,10 @@ def test_gap_sends_reset_then_what_is_left(api_url):
     first = emit_best_effort("notification", {"message": "old"})
     emit_best_effort("notification", {"message": "old 2"})
     third = emit_best_effort("notification", {"message": "kept"})
-    with session_scope() as s:  # retention pruned the oldest rows
-        s.execute(delete(Event).where(Event.id < third))
+    with session_scope() as s:  # retention pruned the oldest rows (prune_events: by age, oldest first)
+        s.execute(update(Event).where(Event.id < third).values(created_at=now_utc() - dt.timedelta(hours=200)))
+        assert prune_events(s, older_than_hours=168) == 2
+        assert prune_events(s, older_than_hours=168) == 0 and prune_events(s, older_than_hours=0) == 0
     frames = collect(f"{api_url}/api/realtime/global", 2, headers={"Last-Event-ID": str(first)})
     assert frames[0]["event"] == "realtime.reset" and frames[0]["data"] == {"reason": "gap"} and "id" not in frames[0]
     assert frames[1]["data"] == {"message": "kept"} and frames[1]["id"] == str(third)
