@@ -307,6 +307,32 @@ class Settings(BaseSettings):
     #: committing) before it is taken as rolled back; later events wait behind it meanwhile.
     sse_gap_timeout_seconds: float = Field(default=10.0, gt=0, validation_alias=_env("AUDITFLOW_SSE_GAP_TIMEOUT_SECONDS"))
 
+    # --- API authentication (issue 8, spec 04 §7 adapted: API keys + legacy machine tokens) ---
+    #: ``on`` (default) | ``off``. Off exists only for the offline demo and dev: every request is an
+    #: ALL-scope principal with every permission, and the API logs a loud warning at start.
+    auth_mode: str = Field(default="on", validation_alias=_env("AUDITFLOW_AUTH"))
+    #: Legacy machine tokens (comma-separated, both variables read, for rotation): every
+    #: permission, scope ALL; sent as ``Authorization: Bearer`` or ``X-API-Key``.
+    api_auth_token: SecretStr = Field(default=SecretStr(""), validation_alias=_env("API_AUTH_TOKEN"))
+    api_auth_tokens: SecretStr = Field(default=SecretStr(""), validation_alias=_env("API_AUTH_TOKENS"))
+
+    @field_validator("auth_mode", mode="before")
+    @classmethod
+    def _auth_mode(cls, v: object) -> object:
+        # Anything but an explicit off value keeps auth on (fail closed).
+        if isinstance(v, str) and v.strip().lower() in ("off", "0", "false", "no", "disabled"):
+            return "off"
+        return "on"
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.auth_mode != "off"
+
+    @property
+    def machine_tokens(self) -> list[str]:
+        raw = f"{self.api_auth_token.get_secret_value()},{self.api_auth_tokens.get_secret_value()}"
+        return [t for t in (normalize_secret(part) for part in raw.split(",")) if t]
+
     @field_validator("fiche_api_auth_token", "elevenlabs_api_key", "openai_api_key", mode="before")
     @classmethod
     def _normalize_secret(cls, v: object) -> object:

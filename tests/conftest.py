@@ -27,6 +27,10 @@ SHARED_FIXTURES = Path(
 os.environ.setdefault("AUDITFLOW_CRM", "sample")
 os.environ.setdefault("AUDITFLOW_STT", "sample")
 os.environ.setdefault("AUDITFLOW_LLM", "offline")
+# The suite calls the API without credentials: auth is off for the session. Tests of auth itself
+# switch it on (monkeypatch.setenv("AUDITFLOW_AUTH", "on") + get_settings.cache_clear()).
+os.environ["AUDITFLOW_AUTH"] = "off"
+get_settings.cache_clear()
 
 
 def _server_uri(tmp_root: Path) -> tuple[str, object | None]:
