@@ -272,6 +272,7 @@ def audit_step_results(
                     output, usage, used_model = fallback_step_output(st, error), {}, model
 
                 def store(s) -> None:
+                    audit_db.lock_audit_steps(s, audit.id)
                     audit_db.upsert_step_result(s, audit.id, st, output, usage=usage, failed=error is not None,
                                                 error=error, model=used_model)
                     if error is None:

@@ -163,6 +163,16 @@ def done_positions(session: Session, audit_id: int) -> set[int]:
     )
 
 
+def lock_audit_steps(session: Session, audit_id: int) -> None:
+    """Serialize the step writes of one audit (transaction-scoped): each writer then counts every
+    step committed before it, so ``audit.progress`` climbs to 100 % instead of two steps finishing
+    together both reporting the same count."""
+    from auditflow_dagster.db.locks import lock_keys
+
+    a, b = lock_keys(f"audit-steps:{audit_id}")
+    session.execute(text("SELECT pg_advisory_xact_lock(:a, :b)"), {"a": a, "b": b})
+
+
 def upsert_step_result(
     session: Session,
     audit_id: int,
