@@ -9,7 +9,7 @@ TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 VENV := .venv
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv browser clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -21,7 +21,14 @@ venv: $(UV)
 demo: venv
 	$(VENV)/bin/auditflow demo $(ARGS)
 
-test: venv
+# The browser e2e test drives Debian's chromium (no browser download); installed when missing and
+# apt is usable, otherwise that one test skips with its reason.
+browser:
+	@command -v chromium >/dev/null 2>&1 || (command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get install -y -qq chromium >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && \
+	   apt-get install -y -qq chromium >/dev/null 2>&1)) || echo "chromium not installed: the browser test will skip")
+
+test: venv browser
 	$(VENV)/bin/python -m pytest $(ARGS)
 
 clean:
