@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.auth import AuthMiddleware, startup_warning
 from api.dagster_client import DagsterClient
 from api.errors import (
     ApiError,
@@ -27,6 +28,7 @@ from api.errors import (
 )
 from api.openapi import DOCUMENT
 from api.routes import (
+    admin,
     audit_configs,
     audit_reads,
     audits,
@@ -100,6 +102,7 @@ def create_app(dagster_url: str | None = None) -> Starlette:
     ensure_database_env()
     upgrade()
     settings = get_settings()
+    startup_warning(settings)  # AUDITFLOW_AUTH=off is said loudly
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -134,6 +137,7 @@ def create_app(dagster_url: str | None = None) -> Starlette:
         *transcriptions.routes,  # /batch before /{fiche_id}
         *runs.routes,
         *realtime.routes,
+        *admin.routes,
         Route("/api/openapi.json", openapi),
         Route("/api-docs.json", openapi),
     ]
@@ -150,6 +154,7 @@ def create_app(dagster_url: str | None = None) -> Starlette:
                 allow_headers=["*"],
                 expose_headers=["X-Backend-Instance", "X-Request-Id"],
             ),
+            Middleware(AuthMiddleware),  # innermost: 401 before routing for /api/* (api/auth.py)
         ],
         exception_handlers={ApiError: api_error_handler, HTTPException: http_error_handler, Exception: unexpected_error_handler},
     )

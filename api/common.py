@@ -13,6 +13,9 @@ from typing import Any, TypeVar
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 
+from api.auth import (
+    authorize as authorize,  # the one place for auth (issue 8): api/auth.py
+)
 from api.dagster_client import DagsterClient
 from api.errors import ApiError, validation_error
 from auditflow_dagster.db.session import session_scope
@@ -48,13 +51,6 @@ def path_int(request: Request, name: str, label: str | None = None) -> int:
     if not isinstance(value, str) or not DIGITS.match(value) or int(value) <= 0 or int(value) > 2**63 - 1:
         raise validation_error(f"Invalid {label or name}")
     return int(value)
-
-
-def authorize(request: Request, permission: str, fiche_ids: list[str] | None = None) -> None:
-    """The one place for auth (issue 8, spec 06 §4): ``permission`` (``recordings.read``,
-    ``transcriptions.write``…) and, for fiche-linked routes, the fiche scope of its grant
-    (ALL / GROUP / SELF; an uncached fiche is out of a non-ALL scope → 403). Routes call it once,
-    before reading or launching anything. Not enforced yet: every caller is allowed."""
 
 
 def dagster(request: Request) -> DagsterClient:

@@ -936,3 +936,76 @@ DOCUMENT["paths"].update({
                     "success": {"type": "boolean"}, "data": {"type": "array", "items": _LOG},
                     "count": {"type": "integer"}}}), **_err(400)}}},
 })
+
+
+# --------------------------------------------------------------------------------------------
+# API keys (issue 8) and the security of every operation
+# --------------------------------------------------------------------------------------------
+
+_PERMISSION_NAMES = ["*", *(f"{a}.{v}" for a in ("fiches", "recordings", "transcriptions", "audit-configs", "audits",
+                                                  "automation", "chat", "realtime", "admin")
+                            for v in ("read", "write")), "audits.run", "audits.rerun"]
+_KEY_FIELDS = {
+    "name": {"type": "string", "minLength": 1, "maxLength": 200},
+    "permissions": {"type": "array", "minItems": 1, "items": {"type": "string", "enum": _PERMISSION_NAMES}},
+    "scope": {"type": "string", "enum": ["SELF", "GROUP", "ALL"], "default": "SELF"},
+    "groupes": {"type": "array", "items": {"type": "string"}, "description": "required (≥1) for GROUP"},
+    "crm_user_id": {"type": "string", "nullable": True, "description": "required for SELF"},
+    "expires_at": {"type": "string", "format": "date-time", "nullable": True},
+}
+_KEY = {"type": "object", "properties": {
+    "id": {"type": "string"}, "name": {"type": "string"}, "keyPrefix": {"type": "string"},
+    "permissions": {"type": "array", "items": {"type": "string"}},
+    "scope": {"type": "string", "enum": ["SELF", "GROUP", "ALL"]},
+    "groupes": {"type": "array", "items": {"type": "string"}}, "crmUserId": {"type": "string", "nullable": True},
+    "createdBy": {"type": "string", "nullable": True}, "createdAt": {"type": "string"},
+    "lastUsedAt": {"type": "string", "nullable": True}, "expiresAt": {"type": "string", "nullable": True},
+    "revokedAt": {"type": "string", "nullable": True},
+    "status": {"type": "string", "enum": ["active", "expired", "revoked"]}}}
+
+DOCUMENT["paths"].update({
+    "/api/admin/api-keys": {
+        "post": {"summary": "Create an API key (admin.write); the token is in this reply only and never again. "
+                            "A key cannot grant more than the calling key holds (403)",
+                 "requestBody": _body({"type": "object", "required": ["name", "permissions", "scope"],
+                                       "properties": _KEY_FIELDS}),
+                 "responses": {**_created(_data({"allOf": [_KEY, {"type": "object", "properties": {
+                     "token": {"type": "string", "description": "afk_<prefix>_<secret>; shown once"}}}]},
+                     message={"type": "string"})), **_err(400)}},
+        "get": {"summary": "API keys (admin.read): never a hash or a token",
+                "parameters": [{"name": "include_revoked", "in": "query",
+                                "schema": {"type": "string", "enum": ["true", "false"], "default": "true"}}],
+                "responses": _ok(_data({"type": "array", "items": _KEY}, count={"type": "integer"}))},
+    },
+    "/api/admin/api-keys/{id}": {
+        "delete": {"summary": "Revoke an API key (admin.write); idempotent",
+                   "parameters": [_path_param("id", r"^\d+$")],
+                   "responses": {**_ok(_data(_KEY)), **_err(400, 404)}},
+    },
+})
+
+DOCUMENT["components"]["securitySchemes"] = {
+    "bearerAuth": {"type": "http", "scheme": "bearer",
+                   "description": "An API key (afk_…) or a legacy machine token (API_AUTH_TOKEN(S))"},
+    "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+    "accessTokenQuery": {"type": "apiKey", "in": "query", "name": "access_token",
+                         "description": "GET on the SSE routes only (EventSource cannot send headers)"},
+}
+DOCUMENT["security"] = [{"bearerAuth": []}, {"apiKeyHeader": []}]
+_AUTH_ERRORS = {
+    "401": {"description": "Authentication required (no or invalid credential)",
+            "content": {"application/json": {"schema": ERROR}}},
+    "403": {"description": "Missing permission (or, for batches and realtime channels, out of scope)",
+            "content": {"application/json": {"schema": ERROR}}},
+}
+for _path, _ops in DOCUMENT["paths"].items():
+    _public = _path.startswith("/health") or _path == "/api/openapi.json"
+    _sse = _path.startswith("/api/realtime/") or _path.endswith("/events")
+    for _op in _ops.values():
+        if _public:
+            _op["security"] = []
+            continue
+        if _sse:
+            _op["security"] = [{"bearerAuth": []}, {"apiKeyHeader": []}, {"accessTokenQuery": []}]
+        for _code, _resp in _AUTH_ERRORS.items():
+            _op["responses"].setdefault(_code, _resp)

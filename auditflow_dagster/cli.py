@@ -81,6 +81,9 @@ def follow_live_audit(api_url: str, fiche_id: str, config_id: int) -> dict[str, 
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    # The offline demo serves its API without authentication (the API warns at start); export
+    # AUDITFLOW_AUTH=on to try it with API keys (`auditflow api-key create`).
+    os.environ.setdefault("AUDITFLOW_AUTH", "off")
     os.environ.setdefault("AUDITFLOW_CRM", "http")
     os.environ.setdefault("AUDITFLOW_STT", "sample")
     os.environ.setdefault("AUDITFLOW_LLM", "offline")
@@ -99,6 +102,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         stack.dagster_port = args.dagster_port
     t0 = time.monotonic()
     print(f"AuditFlow demo — auditing sales day {day} ({args.fiches} synthetic fiches), logs in {stack.log_dir}")
+    if not settings.auth_enabled:
+        print("  WARNING: AUDITFLOW_AUTH=off — the demo API accepts every request without credentials "
+              "(offline demo only)", file=sys.stderr)
     stopping = False
 
     def _stop(*_: object) -> None:
@@ -210,6 +216,106 @@ def cmd_import_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _key_db() -> None:
+    from auditflow_dagster.db.embedded import ensure_database_env
+    from auditflow_dagster.db.migrate import upgrade
+
+    ensure_database_env()
+    upgrade()
+
+
+def cmd_api_key_create(args: argparse.Namespace) -> int:
+    """Create an API key; the token is printed once (stdout) and stored nowhere."""
+    from auditflow_dagster.db import api_keys
+    from auditflow_dagster.db.session import session_scope
+
+    perms = [p.strip() for chunk in args.permission for p in chunk.split(",") if p.strip()]
+    groupes = [g.strip() for chunk in args.groupe for g in chunk.split(",") if g.strip()]
+    expires_at = None
+    if args.expires_in_days is not None:
+        expires_at = dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(days=args.expires_in_days)
+    _key_db()
+    try:
+        with session_scope() as s:
+            view, token = api_keys.create_key(s, name=args.name, permissions=perms, scope=args.scope, groupes=groupes,
+                                              crm_user_id=args.crm_user_id, created_by="cli", expires_at=expires_at)
+    except api_keys.InvalidKeyDefinition as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.token_only:
+        print(token)
+        return 0
+    scope = view["scope"] + (f" {','.join(view['groupes'])}" if view["groupes"] else "") + (
+        f" crm_user_id={view['crmUserId']}" if view["crmUserId"] else "")
+    print(f"created API key {view['id']} ({view['keyPrefix']}) '{view['name']}'")
+    print(f"  permissions: {', '.join(view['permissions'])}")
+    print(f"  scope:       {scope}")
+    if view["expiresAt"]:
+        print(f"  expires at:  {view['expiresAt']}")
+    print("  token (shown once, store it now):")
+    print(token)
+    return 0
+
+
+def cmd_api_key_list(args: argparse.Namespace) -> int:
+    import json
+
+    from auditflow_dagster.db import api_keys
+    from auditflow_dagster.db.session import session_scope
+
+    _key_db()
+    with session_scope() as s:
+        keys = api_keys.list_keys(s, include_revoked=not args.active)
+    if args.json:
+        print(json.dumps(keys, indent=2))
+        return 0
+    for k in keys:
+        print(f"{k['id']:>5}  {k['keyPrefix']}  {k['status']:<8} {k['scope']:<5} {','.join(k['permissions'])}  "
+              f"'{k['name']}'  last used {k['lastUsedAt'] or 'never'}")
+    if not keys:
+        print("no API keys")
+    return 0
+
+
+def cmd_api_key_revoke(args: argparse.Namespace) -> int:
+    from auditflow_dagster.db import api_keys
+    from auditflow_dagster.db.session import session_scope
+
+    _key_db()
+    with session_scope() as s:
+        view = api_keys.revoke_key(s, args.id)
+    if view is None:
+        print(f"error: no API key {args.id}", file=sys.stderr)
+        return 1
+    print(f"revoked API key {view['id']} ({view['keyPrefix']}) at {view['revokedAt']}")
+    return 0
+
+
+def _register_api_key(sub: Any) -> None:
+    from auditflow_dagster.db.api_keys import PERMISSIONS
+
+    keys = sub.add_parser("api-key", help="create, list and revoke API keys")
+    ksub = keys.add_subparsers(dest="api_key_command", required=True)
+    create = ksub.add_parser("create", help="create a key; its token is printed once",
+                             description="Permissions: " + ", ".join(PERMISSIONS))
+    create.add_argument("--name", required=True)
+    create.add_argument("--permission", "-p", action="append", default=[], required=True,
+                        help="repeatable or comma-separated, e.g. -p audits.read,audits.run (* = everything)")
+    create.add_argument("--scope", choices=["SELF", "GROUP", "ALL"], default="SELF")
+    create.add_argument("--groupe", "-g", action="append", default=[], help="GROUP scope: repeatable or comma-separated")
+    create.add_argument("--crm-user-id", help="SELF scope: the CRM attribution user id")
+    create.add_argument("--expires-in-days", type=float)
+    create.add_argument("--token-only", action="store_true", help="print only the token")
+    create.set_defaults(fn=cmd_api_key_create)
+    lst = ksub.add_parser("list", help="list keys (never a hash or a token)")
+    lst.add_argument("--active", action="store_true", help="hide revoked keys")
+    lst.add_argument("--json", action="store_true")
+    lst.set_defaults(fn=cmd_api_key_list)
+    rev = ksub.add_parser("revoke", help="revoke a key (idempotent)")
+    rev.add_argument("id", type=int)
+    rev.set_defaults(fn=cmd_api_key_revoke)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="auditflow", description="AuditFlow command line")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -229,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     from auditflow_dagster import inspect_cli
 
     inspect_cli.register(sub)
+    _register_api_key(sub)
     args = parser.parse_args(argv)
     return int(args.fn(args) or 0)
 

@@ -117,7 +117,7 @@ async def _db(fn: Callable[[Any], T], missing: str = CONFIG_NOT_FOUND) -> T:
 
 
 async def list_configs(request: Request) -> JSONResponse:
-    authorize(request, "audit-configs.read")
+    await authorize(request, "audit-configs.read")
     inactive, steps, stats = (_flag(request, n) for n in ("include_inactive", "include_steps", "include_stats"))
     data = await _db(lambda s: store.list_configs(s, include_inactive=inactive, include_steps=steps,
                                                    include_stats=stats))
@@ -125,15 +125,15 @@ async def list_configs(request: Request) -> JSONResponse:
 
 
 async def get_config(request: Request) -> JSONResponse:
+    await authorize(request, "audit-configs.read")
     config_id = path_int(request, "id", "audit config id")
-    authorize(request, "audit-configs.read")
     stats = _flag(request, "include_stats")
     data = await _db(lambda s: store.config_detail(s, config_id, include_stats=stats))
     return JSONResponse({"success": True, "data": data})
 
 
 async def create_config(request: Request) -> JSONResponse:
-    authorize(request, "audit-configs.write")
+    await authorize(request, "audit-configs.write")
     body = strip_nul(await json_body(request))
     created_by = body.get("createdBy")
     if created_by is not None and not isinstance(created_by, str):
@@ -155,8 +155,8 @@ async def create_config(request: Request) -> JSONResponse:
 
 
 async def update_config(request: Request) -> JSONResponse:
+    await authorize(request, "audit-configs.write")
     config_id = path_int(request, "id", "audit config id")
-    authorize(request, "audit-configs.write")
     body = strip_nul(await json_body(request))
     changes: dict[str, Any] = {}
     for key, (column, kind, nullable) in CONFIG_UPDATE.items():
@@ -177,14 +177,14 @@ async def update_config(request: Request) -> JSONResponse:
 
 
 async def delete_config(request: Request) -> JSONResponse:
+    await authorize(request, "audit-configs.write")
     config_id = path_int(request, "id", "audit config id")
-    authorize(request, "audit-configs.write")
     await _db(lambda s: store.delete_config(s, config_id))
     return JSONResponse({"success": True, "message": "Audit configuration deleted"})
 
 
 async def import_legacy(request: Request) -> JSONResponse:
-    authorize(request, "audit-configs.write")
+    await authorize(request, "audit-configs.write")
     body = strip_nul(await json_body(request))
     created_by = body.get("createdBy") if isinstance(body.get("createdBy"), str) else None
     try:
@@ -201,8 +201,8 @@ async def import_legacy(request: Request) -> JSONResponse:
 
 
 async def export_legacy(request: Request) -> JSONResponse:
+    await authorize(request, "audit-configs.read")
     config_id = path_int(request, "id", "audit config id")
-    authorize(request, "audit-configs.read")
     loaded = await _db(lambda s: load_config(s, config_id))
     if loaded is None:
         raise not_found(CONFIG_NOT_FOUND)
@@ -213,15 +213,15 @@ async def export_legacy(request: Request) -> JSONResponse:
 
 
 async def validate(request: Request) -> JSONResponse:
+    await authorize(request, "audit-configs.read")
     config_id = path_int(request, "config_id", "audit config id")
-    authorize(request, "audit-configs.read")
     errors = await _db(lambda s: store.validate_config(s, config_id))
     return JSONResponse({"success": True, "data": {"valid": not errors, "errors": errors}})
 
 
 async def stats(request: Request) -> JSONResponse:
+    await authorize(request, "audit-configs.read")
     config_id = path_int(request, "config_id", "audit config id")
-    authorize(request, "audit-configs.read")
     data = await _db(lambda s: store.stats_of(s, config_id))
     return JSONResponse({"success": True, "data": data})
 
@@ -232,8 +232,8 @@ async def stats(request: Request) -> JSONResponse:
 
 
 async def add_step(request: Request) -> JSONResponse:
+    await authorize(request, "audit-configs.write")
     config_id = path_int(request, "config_id", "audit config id")
-    authorize(request, "audit-configs.write")
     body = strip_nul(await json_body(request))
     try:
         spec = AuditStepSpec.model_validate(_step_input(body), strict=True)
@@ -244,23 +244,23 @@ async def add_step(request: Request) -> JSONResponse:
 
 
 async def update_step(request: Request) -> JSONResponse:
+    await authorize(request, "audit-configs.write")
     step_id = path_int(request, "step_id", "step id")
-    authorize(request, "audit-configs.write")
     changes = _step_input(strip_nul(await json_body(request)))
     data = await _db(lambda s: store.update_step(s, step_id, changes), STEP_NOT_FOUND)
     return JSONResponse({"success": True, "data": data})
 
 
 async def delete_step(request: Request) -> JSONResponse:
+    await authorize(request, "audit-configs.write")
     step_id = path_int(request, "step_id", "step id")
-    authorize(request, "audit-configs.write")
     await _db(lambda s: store.delete_step(s, step_id), STEP_NOT_FOUND)
     return JSONResponse({"success": True, "message": "Audit step deleted"})
 
 
 async def reorder_steps(request: Request) -> JSONResponse:
+    await authorize(request, "audit-configs.write")
     config_id = path_int(request, "config_id", "audit config id")
-    authorize(request, "audit-configs.write")
     body = await json_body(request)
     step_ids = _id_list(body.get("stepIds"))
     await _db(lambda s: store.reorder_steps(s, config_id, step_ids))

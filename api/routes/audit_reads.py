@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from api.auth import authorize_audit, scope_filter, scope_list_params
 from api.common import DIGITS, authorize, db_call, json_body, path_int
 from api.errors import ApiError, validation_error
 from auditflow_dagster.db import audit_reads
@@ -25,6 +26,13 @@ from auditflow_dagster.db.audits import NIVEAUX, STATUSES, audit_detail
 
 INVALID_QUERY = "Invalid query parameters"
 AUDIT_NOT_FOUND = {"success": False, "error": "Audit not found"}
+
+
+def audit_missing() -> ApiError:
+    """The same body, raised (an out-of-scope audit answers exactly like a missing one)."""
+    return ApiError(404, "Audit not found")
+
+
 _DATE_ONLY = re.compile(r"^\d{4}-\d{1,2}-\d{1,2}$")
 _INT = re.compile(r"^-?\d+$")
 
@@ -181,44 +189,48 @@ def list_params(request: Request) -> ListParams:
 
 
 async def list_audits(request: Request) -> JSONResponse:
-    authorize(request, "audits.read")
-    params = list_params(request)
+    await authorize(request, "audits.read")
+    params = scope_list_params(request, list_params(request))
     data, page = await db_call(lambda s: audit_reads.list_audits(s, params))
     return JSONResponse({"success": True, "data": data, "pagination": page})
 
 
 async def grouped_by_fiches(request: Request) -> JSONResponse:
-    authorize(request, "audits.read")
-    params = list_params(request)
+    await authorize(request, "audits.read")
+    params = scope_list_params(request, list_params(request))
     data, page = await db_call(lambda s: audit_reads.grouped_by_fiches(s, params))
     return JSONResponse({"success": True, "data": data, "pagination": page})
 
 
 async def grouped(request: Request) -> JSONResponse:
-    authorize(request, "audits.read")
+    await authorize(request, "audits.read")
     group_by = _text(request, "group_by")
     if group_by not in GROUP_BY:
         raise _bad("group_by", f"required, one of {', '.join(GROUP_BY)}")
     raw_size = _text(request, "bucket_size")
     bucket = int(raw_size) if raw_size is not None and _INT.match(raw_size) and abs(int(raw_size)) < 2**31 else 10
     bucket = min(100, max(1, bucket))  # non-numeric → 10 (spec 04 §4.3 Deviation)
-    params = list_params(request)
+    params = scope_list_params(request, list_params(request))
     data, extra = await db_call(lambda s: audit_reads.grouped(s, params, group_by, bucket))
     return JSONResponse({"success": True, "data": data, **extra})
 
 
 async def by_fiche(request: Request) -> JSONResponse:
+    await authorize(request, "audits.read")
     fiche_id = request.path_params["fiche_id"].strip()
     if not DIGITS.match(fiche_id):
         raise validation_error("Invalid fiche_id")
-    authorize(request, "audits.read", [fiche_id])
+    allowed = await scope_filter(request, [fiche_id])
+    if allowed is not None and fiche_id not in allowed:  # answered like a fiche without audits
+        return JSONResponse({"success": True, "data": [], "count": 0})
     data = await db_call(lambda s: audit_reads.audits_by_fiche(s, fiche_id))
     return JSONResponse({"success": True, "data": data, "count": len(data)})
 
 
 async def get_audit(request: Request) -> JSONResponse:
+    await authorize(request, "audits.read")
     audit_id = path_int(request, "audit_id", "audit_id")
-    authorize(request, "audits.read")  # the scope will check the audit's fiche (spec 04 §0)
+    await authorize_audit(request, "audits.read", audit_id, audit_missing())
     detail = await db_call(lambda s: audit_detail(s, audit_id))
     if detail is None:
         return JSONResponse(AUDIT_NOT_FOUND, status_code=404)
@@ -226,8 +238,9 @@ async def get_audit(request: Request) -> JSONResponse:
 
 
 async def audit_logs(request: Request) -> JSONResponse:
+    await authorize(request, "audits.read")
     audit_id = path_int(request, "audit_id", "audit_id")
-    authorize(request, "audits.read")
+    await authorize_audit(request, "audits.read", audit_id, audit_missing())
     since, _ = _instant(request, "since")
     until, _ = _instant(request, "until")
     raw_limit, raw_offset = _text(request, "limit"), _text(request, "offset")
@@ -288,9 +301,10 @@ def patch_changes(body: dict[str, Any]) -> dict[str, Any]:
 
 
 async def patch_audit(request: Request) -> JSONResponse:
+    await authorize(request, "audits.write")
     audit_id = path_int(request, "audit_id", "audit_id")
-    authorize(request, "audits.write")
     changes = patch_changes(await json_body(request))
+    await authorize_audit(request, "audits.write", audit_id, audit_missing())
     try:
         detail = await db_call(lambda s: audit_reads.update_audit(s, audit_id, changes))
     except audit_reads.UnknownLink as exc:
@@ -301,8 +315,9 @@ async def patch_audit(request: Request) -> JSONResponse:
 
 
 async def delete_audit(request: Request) -> JSONResponse:
+    await authorize(request, "audits.write")
     audit_id = path_int(request, "audit_id", "audit_id")
-    authorize(request, "audits.write")
+    await authorize_audit(request, "audits.write", audit_id, audit_missing())
     detail = await db_call(lambda s: audit_reads.update_audit(s, audit_id, {"deleted": True}))
     if detail is None:
         return JSONResponse(AUDIT_NOT_FOUND, status_code=404)

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from api.common import DIGITS, dagster, db_call, json_body
+from api.common import DIGITS, authorize, dagster, db_call, json_body
 from api.dagster_client import DagsterUnavailable
 from api.errors import ApiError, not_found, validation_error
 from auditflow_dagster.db.clock import iso, now_utc
@@ -136,10 +136,12 @@ async def _queue(
 
 
 async def _launch(request: Request, *, alias: bool) -> JSONResponse:
+    await authorize(request, "audits.run")
     body = await json_body(request)
     fiche_id, config_id = _fiche_id(body), _config_id(body)
     if fiche_id is None or config_id is None:
         return JSONResponse(MISSING, status_code=400)
+    await authorize(request, "audits.run", [fiche_id], missing=not_found(f"Fiche {fiche_id} not found"))
     user_id = _user_id(body)
     trigger_source = "api"
     schedule_id = run_ref = None
@@ -167,10 +169,12 @@ async def run_audit_alias(request: Request) -> JSONResponse:
 
 async def run_latest(request: Request) -> JSONResponse:
     """``POST /api/audits/run-latest``: the newest active config (spec 03 §1.2), else 404."""
+    await authorize(request, "audits.run")
     body = await json_body(request)
     fiche_id = _fiche_id(body)
     if fiche_id is None:
         return JSONResponse(MISSING_FICHE, status_code=400)
+    await authorize(request, "audits.run", [fiche_id], missing=not_found(f"Fiche {fiche_id} not found"))
     user_id = _user_id(body)
 
     def newest(s) -> tuple[int, str] | None:

@@ -84,7 +84,7 @@ def _page(request: Request) -> tuple[int, int]:
 
 
 async def create_schedule(request: Request) -> JSONResponse:
-    authorize(request, "automation.write")
+    await authorize(request, "automation.write")
     body = strip_nul(await json_body(request))
     settings = get_settings()
     data = await _db(lambda s: store.create_schedule(s, body, settings=settings))
@@ -92,22 +92,22 @@ async def create_schedule(request: Request) -> JSONResponse:
 
 
 async def list_schedules(request: Request) -> JSONResponse:
-    authorize(request, "automation.read")
+    await authorize(request, "automation.read")
     inactive = query_single(request, "include_inactive") == "true"
     data = await _db(lambda s: store.list_schedules(s, include_inactive=inactive))
     return JSONResponse({"success": True, "data": data, "count": len(data)})
 
 
 async def get_schedule(request: Request) -> JSONResponse:
+    await authorize(request, "automation.read")
     schedule_id = _id(request)
-    authorize(request, "automation.read")
     data = await _db(lambda s: store.schedule_detail(s, schedule_id))
     return JSONResponse({"success": True, "data": data})
 
 
 async def update_schedule(request: Request) -> JSONResponse:
+    await authorize(request, "automation.write")
     schedule_id = _id(request)
-    authorize(request, "automation.write")
     body = strip_nul(await json_body(request))
     settings = get_settings()
     data = await _db(lambda s: store.update_schedule(s, schedule_id, body, settings=settings),
@@ -116,8 +116,8 @@ async def update_schedule(request: Request) -> JSONResponse:
 
 
 async def delete_schedule(request: Request) -> JSONResponse:
+    await authorize(request, "automation.write")
     schedule_id = _id(request)
-    authorize(request, "automation.write")
     force = query_single(request, "force") == "true"
     await _db(lambda s: store.delete_schedule(s, schedule_id, force=force))
     return JSONResponse({"success": True, "message": "Schedule deleted successfully"})
@@ -129,23 +129,23 @@ async def delete_schedule(request: Request) -> JSONResponse:
 
 
 async def schedule_runs(request: Request) -> JSONResponse:
+    await authorize(request, "automation.read")
     schedule_id = _id(request)
-    authorize(request, "automation.read")
     limit, offset = _page(request)
     data = await _db(lambda s: store.list_runs(s, schedule_id=schedule_id, limit=limit, offset=offset))
     return JSONResponse({"success": True, "data": data, "count": len(data), "limit": limit, "offset": offset})
 
 
 async def list_runs(request: Request) -> JSONResponse:
-    authorize(request, "automation.read")
+    await authorize(request, "automation.read")
     limit, offset = _page(request)
     data = await _db(lambda s: store.list_runs(s, schedule_id=None, limit=limit, offset=offset))
     return JSONResponse({"success": True, "data": data, "count": len(data), "limit": limit, "offset": offset})
 
 
 async def get_run(request: Request) -> JSONResponse:
+    await authorize(request, "automation.read")
     run_id = _id(request)
-    authorize(request, "automation.read")
     data = await _db(lambda s: store.run_detail(s, run_id))
     if data is None:
         raise not_found(RUN_NOT_FOUND)
@@ -153,8 +153,8 @@ async def get_run(request: Request) -> JSONResponse:
 
 
 async def run_logs(request: Request) -> JSONResponse:
+    await authorize(request, "automation.read")
     run_id = _id(request)
-    authorize(request, "automation.read")
     level = query_single(request, "level")
     data = await _db(lambda s: store.run_logs(s, run_id, level=level))
     return JSONResponse({"success": True, "data": data, "count": len(data)})
@@ -178,7 +178,7 @@ def _schedule_id(body: dict[str, Any]) -> int:
 
 
 async def trigger(request: Request) -> JSONResponse:
-    authorize(request, "automation.write")
+    await authorize(request, "automation.write")
     body = strip_nul(await json_body(request))
     schedule_id = _schedule_id(body)
     override = body.get("overrideFicheSelection")
@@ -222,7 +222,7 @@ async def trigger(request: Request) -> JSONResponse:
 
 async def diagnostic(request: Request) -> JSONResponse:
     """Where automation runs and how it is tuned (the legacy endpoint described Inngest)."""
-    authorize(request, "automation.read")
+    await authorize(request, "automation.read")
     from auditflow_dagster.core import schedules
 
     settings = get_settings()

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from api.auth import forbidden, scope_filter
 from api.common import DIGITS, authorize, dagster, db_call, json_body
 from api.dagster_client import DagsterUnavailable
 from api.errors import ApiError, not_found, validation_error
@@ -89,9 +90,11 @@ def batch_run_config(fiche_tracking: dict[str, str], config_id: int, use_rlm: bo
 
 
 async def create_batch(request: Request) -> JSONResponse:
+    await authorize(request, "audits.run")
     body = await json_body(request)
     fiche_ids, config_id, user_id, use_rlm = parse_batch(body)
-    authorize(request, "audits.run", fiche_ids)
+    # spec 06 §4.5: the whole batch is refused (403) when any fiche is out of the caller's scope
+    await authorize(request, "audits.run", fiche_ids, out_of_scope=forbidden("Forbidden"))
 
     def resolve(s) -> int | None:
         if config_id is not None:
@@ -135,13 +138,17 @@ def _create(s, fiche_ids: list[str], config_id: int, use_rlm: bool, user_id: str
 
 
 async def get_batch(request: Request) -> JSONResponse:
+    await authorize(request, "audits.read")
     batch_id = request.path_params["batch_id"]
     if not _BATCH_ID.match(batch_id):
         raise validation_error("Invalid batch_id")
-    authorize(request, "audits.read")
     status = await db_call(lambda s: batch_db.batch_status(s, batch_id))
     if status is None:
         raise not_found("Batch not found")
+    fiche_ids = [item["fiche_id"] for item in status["items"]]
+    allowed = await scope_filter(request, fiche_ids)
+    if allowed is not None and any(f not in allowed for f in fiche_ids):
+        raise not_found("Batch not found")  # a batch is visible only when all its fiches are
     return JSONResponse({"success": True, "data": status})
 
 

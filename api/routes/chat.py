@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
+from api.auth import check_fiches
 from api.common import DIGITS, authorize, db_call, json_body, path_int
 from api.errors import ApiError, not_found, validation_error
 from auditflow_dagster.core import chat as core
@@ -84,16 +85,21 @@ def _model(request: Request) -> Any:
 # --------------------------------------------------------------------------------------------- #
 
 
+def _audit_missing() -> ApiError:
+    return ApiError(404, AUDIT_NOT_FOUND)  # out of scope answers like missing
+
+
 async def audit_history(request: Request) -> JSONResponse:
+    await authorize(request, "chat.read")
+    await authorize(request, "audits.read")
     audit_id = _audit_id(request)
-    authorize(request, "chat.read")
 
     def run(s: Session) -> dict[str, Any] | None:
         audit = chat_db.live_audit(s, audit_id)
         if audit is None:
             return None
         fiche_id = chat_db.fiche_id_of(s, audit)
-        authorize(request, "audits.read", [fiche_id])
+        check_fiches(s, request, [fiche_id], _audit_missing())
         return chat_db.history(s, chat_db.get_or_create_conversation(s, fiche_id, audit.id), with_audit=True)
 
     data = await db_call(run)
@@ -103,9 +109,10 @@ async def audit_history(request: Request) -> JSONResponse:
 
 
 async def fiche_history(request: Request) -> JSONResponse:
+    await authorize(request, "chat.read")
+    await authorize(request, "fiches.read")
     fiche_id = _fiche_id(request)
-    authorize(request, "chat.read")
-    authorize(request, "fiches.read", [fiche_id])
+    await authorize(request, "fiches.read", [fiche_id], missing=_fiche_missing(fiche_id))
 
     def run(s: Session) -> dict[str, Any] | None:
         if chat_db.cached_fiche(s, fiche_id) is None:
@@ -161,16 +168,17 @@ def _sse(body: AsyncIterator[str]) -> StreamingResponse:
 
 
 async def audit_chat(request: Request) -> Any:
+    await authorize(request, "chat.write")  # spec 06 §4.7 "chat.use": the write suffix
+    await authorize(request, "audits.read")
     audit_id = _audit_id(request)
     message = await _message(request)
-    authorize(request, "chat.use")
 
     def run(s: Session) -> tuple[int, list[dict[str, str]], str, list[dict[str, Any]], str] | None:
         audit = chat_db.live_audit(s, audit_id)
         if audit is None:
             return None
         fiche_id = chat_db.fiche_id_of(s, audit)
-        authorize(request, "audits.read", [fiche_id])
+        check_fiches(s, request, [fiche_id], _audit_missing())
         try:
             source = chat_db.audit_source(s, audit)
             timeline = core.fill_from_filenames(source["timeline"])
@@ -197,10 +205,11 @@ async def audit_chat(request: Request) -> Any:
 
 
 async def fiche_chat(request: Request) -> Any:
+    await authorize(request, "chat.write")  # spec 06 §4.7 "chat.use": the write suffix
+    await authorize(request, "fiches.read")
     fiche_id = _fiche_id(request)
     message = await _message(request)
-    authorize(request, "chat.use")
-    authorize(request, "fiches.read", [fiche_id])
+    await authorize(request, "fiches.read", [fiche_id], missing=_fiche_missing(fiche_id))
 
     def run(s: Session) -> tuple[int, list[dict[str, str]], str, list[dict[str, Any]], str] | None:
         row = chat_db.cached_fiche(s, fiche_id)

@@ -12,7 +12,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from api.common import DIGITS, dagster, db_call, query_date, query_single
+from api.auth import filter_items
+from api.common import DIGITS, authorize, dagster, db_call, query_date, query_single
 from api.dagster_client import TERMINAL_STATUSES, DagsterUnavailable
 from api.errors import ApiError, not_found, validation_error
 from auditflow_dagster.db import fiches as fiche_db
@@ -21,11 +22,12 @@ DETAILS_WAIT_SECONDS = 60.0
 
 
 async def status_by_date(request: Request) -> JSONResponse:
+    await authorize(request, "fiches.read")
     day = query_single(request, "date")
     if day is None:
         raise validation_error("Query parameter 'date' is required (YYYY-MM-DD)")
     query_date(day, "date")
-    items = await db_call(lambda s: fiche_db.status_by_date(s, day))
+    items = await filter_items(request, await db_call(lambda s: fiche_db.status_by_date(s, day)))
     return JSONResponse({"success": True, "data": {"date": day, "total": len(items), "fiches": items}})
 
 
@@ -38,10 +40,15 @@ async def fiche_detail(request: Request) -> JSONResponse:
     otherwise (no row, list-only row, expired row or not-found marker, mail devis asked for but not
     stored, ``refresh=true``) a ``fetch_fiche`` run refetches it. A not-found marker within its TTL
     is a 404, never a hollow 200; a list-only row is never served as details."""
+    await authorize(request, "fiches.read")
     fiche_id = request.path_params["fiche_id"]
     if not DIGITS.match(fiche_id):
         raise not_found(f"Route with ID '{request.url.path}' not found")
     refresh = request.query_params.get("refresh") == "true"
+    if refresh:
+        await authorize(request, "fiches.write")  # spec 06 §4.2: refresh=true also needs write
+    # out of scope (or uncached, for a non-ALL key) answers like an unknown fiche
+    await authorize(request, "fiches.read", [fiche_id], missing=not_found(f"Fiche {fiche_id} not found"))
     include_mail_devis = request.query_params.get("include_mail_devis") == "true"
     state, data = await db_call(_cached(fiche_id, include_mail_devis))
     if state == "not_found" and not refresh:

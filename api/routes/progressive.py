@@ -14,7 +14,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from api.common import dagster, db_call, query_date, query_single
+from api.auth import filter_items
+from api.common import authorize, dagster, db_call, query_date, query_single
 from api.dagster_client import DagsterUnavailable
 from api.errors import validation_error
 from auditflow_dagster.db import progressive
@@ -50,11 +51,14 @@ async def _dispatch(request: Request, job_id: str, days: list[str]) -> None:
 
 
 async def by_date_range(request: Request) -> JSONResponse:
+    await authorize(request, "fiches.read")
     settings = get_settings()
     start_raw, end_raw = query_single(request, "startDate"), query_single(request, "endDate")
     if start_raw is None or end_raw is None:
         raise validation_error("Query parameters 'startDate' and 'endDate' are required (YYYY-MM-DD)")
     refresh = query_single(request, "refresh") == "true"
+    if refresh:
+        await authorize(request, "fiches.write")  # spec 06 §4.2: a refresh needs write permission
     start, end = query_date(start_raw, "startDate"), query_date(end_raw, "endDate")
     if start > end:
         raise validation_error("startDate must be on or before endDate")
@@ -114,7 +118,7 @@ async def by_date_range(request: Request) -> JSONResponse:
     job: ProgressiveFetchJob | None = result["job"]
     if job is not None and result["redispatch"]:
         await _dispatch(request, job.id, result["redispatch"])
-    items = result["items"]
+    items = await filter_items(request, result["items"])  # the caller's scope only
     if result["reused"]:
         status = progressive.derived_status(job)
         complete = status == "complete"
@@ -134,6 +138,7 @@ async def by_date_range(request: Request) -> JSONResponse:
 
 
 async def polling(request: Request) -> JSONResponse:
+    await authorize(request, "fiches.read")
     job_id = query_single(request, "jobId")
     if not job_id:
         raise validation_error("Query parameter 'jobId' is required")
@@ -145,10 +150,15 @@ async def polling(request: Request) -> JSONResponse:
     body = await db_call(read)
     if body is None:
         return JSONResponse({"success": False, "error": "Notification not found", "jobId": job_id}, status_code=404)
+    data = body.get("data") or {}
+    if isinstance(data.get("partialData"), list):  # fiches of the caller's scope only
+        data["partialData"] = await filter_items(request, data["partialData"])
+        data["totalFiches"] = data["currentFichesCount"] = len(data["partialData"])
     return JSONResponse(body)
 
 
 async def list_jobs(request: Request) -> JSONResponse:
+    await authorize(request, "fiches.read")
     status = query_single(request, "status")
     if status is not None and status not in JOB_STATUSES:
         raise validation_error(f"Invalid status (one of {', '.join(JOB_STATUSES)})")
@@ -161,6 +171,7 @@ async def list_jobs(request: Request) -> JSONResponse:
 
 
 async def get_job(request: Request) -> JSONResponse:
+    await authorize(request, "fiches.read")
     job_id = request.path_params["job_id"]
 
     def read(s):

@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
+from api.auth import authorize_channels
 from api.errors import validation_error
 from api.event_bus import EventBus
 from api.sse import SSE_HEADERS, frame, ping, retry
@@ -66,6 +67,7 @@ def bus(request: Request) -> EventBus:
 
 
 async def _stream(request: Request, channels: frozenset[str]) -> StreamingResponse:
+    await authorize_channels(request, channels)  # 401/403 before the stream opens (api/auth.py)
     after = _resume_id(request)
     event_bus = bus(request)
     heartbeat = get_settings().sse_heartbeat_seconds

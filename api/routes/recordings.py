@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from api.common import DIGITS, authorize, db_call
-from api.errors import not_found, validation_error
+from api.errors import ApiError, not_found, validation_error
 from auditflow_dagster.db import fiches as fiche_db
 from auditflow_dagster.db.clock import iso
 from auditflow_dagster.db.models import FicheCache, Recording
@@ -32,7 +32,7 @@ def cached_row(session: Any, fiche_id: str) -> FicheCache | None:
     return None if row is None or fiche_db.is_not_found_marker(row) else row
 
 
-def not_cached(fiche_id: str) -> Exception:
+def not_cached(fiche_id: str) -> ApiError:
     return not_found(f"Fiche {fiche_id} not found in cache")
 
 
@@ -65,8 +65,9 @@ def recording_row(r: Recording) -> dict[str, Any]:
 
 
 async def list_recordings(request: Request) -> JSONResponse:
+    await authorize(request, "recordings.read")
     fiche_id = fiche_id_param(request)
-    authorize(request, "recordings.read", [fiche_id])
+    await authorize(request, "recordings.read", [fiche_id], missing=not_cached(fiche_id))
 
     def read(s) -> list[dict[str, Any]] | None:
         row = cached_row(s, fiche_id)

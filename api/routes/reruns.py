@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from api.auth import authorize_audit
 from api.common import authorize, dagster, db_call, json_body, path_int
 from api.dagster_client import DagsterUnavailable
 from api.errors import ApiError, not_found, validation_error
@@ -92,13 +93,14 @@ def _rerun_target(audit_id: int, position: int, index: int | None):
 
 
 async def _launch_rerun(request: Request, *, with_point: bool) -> JSONResponse:
+    await authorize(request, "audits.rerun")
     audit_id = path_int(request, "audit_id", "audit_id")
     position = path_int(request, "step_position", "step_position")
     index = path_int(request, "control_point_index", "control_point_index") if with_point else None
     body = await json_body(request)
     prompt, replace = _prompt(body), _replace_flag(body)
+    await authorize_audit(request, "audits.rerun", audit_id, not_found("Audit not found"))
     fiche_id = await db_call(_rerun_target(audit_id, position, index))
-    authorize(request, "audits.rerun", [fiche_id])
     config: dict[str, Any] = {"audit_id": audit_id, "step_position": position, "custom_prompt": prompt,
                               "replace_human_review": replace}
     tags = {"dagster/partition": fiche_id, "auditflow/rerun_audit_id": str(audit_id),
@@ -140,6 +142,7 @@ def _opt_text(body: dict[str, Any], key: str, max_len: int, message: str, min_le
 
 
 async def review_step(request: Request) -> JSONResponse:
+    await authorize(request, "audits.write")
     audit_id = path_int(request, "audit_id", "audit_id")
     position = path_int(request, "step_position", "step_position")
     body = await json_body(request)
@@ -157,7 +160,7 @@ async def review_step(request: Request) -> JSONResponse:
         raise validation_error(STEP_REVIEW_INVALID)
     reviewer = _opt_text(body, "reviewer", 200, STEP_REVIEW_INVALID) or _caller_email(request)
     reason = _opt_text(body, "reason", 5000, STEP_REVIEW_INVALID)
-    authorize(request, "audits.write")
+    await authorize_audit(request, "audits.write", audit_id, not_found("Audit not found"))
 
     def write(s) -> dict[str, Any]:
         return step_edits.review_step(s, audit_id, position, conforme=conforme, traite=traite, score=score,
@@ -171,6 +174,7 @@ async def review_step(request: Request) -> JSONResponse:
 
 
 async def review_control_point(request: Request) -> JSONResponse:
+    await authorize(request, "audits.write")
     audit_id = path_int(request, "audit_id", "audit_id")
     position = path_int(request, "step_position", "step_position")
     index = path_int(request, "control_point_index", "control_point_index")
@@ -183,7 +187,7 @@ async def review_control_point(request: Request) -> JSONResponse:
         raise validation_error(POINT_REVIEW_INVALID)
     reviewer = _opt_text(body, "reviewer", 200, POINT_REVIEW_INVALID) or _caller_email(request)
     reason = _opt_text(body, "reason", 5000, POINT_REVIEW_INVALID)
-    authorize(request, "audits.write")
+    await authorize_audit(request, "audits.write", audit_id, not_found("Audit not found"))
 
     def write(s) -> dict[str, Any]:
         return step_edits.review_control_point(s, audit_id, position, index, statut=statut, commentaire=commentaire,
@@ -197,10 +201,11 @@ async def review_control_point(request: Request) -> JSONResponse:
 
 
 async def get_control_point(request: Request) -> JSONResponse:
+    await authorize(request, "audits.read")
     audit_id = path_int(request, "audit_id", "audit_id")
     position = path_int(request, "step_position", "step_position")
     index = path_int(request, "control_point_index", "control_point_index")
-    authorize(request, "audits.read")
+    await authorize_audit(request, "audits.read", audit_id, not_found("Audit not found"))
 
     def read(s) -> dict[str, Any] | None:
         if s.get(Audit, audit_id) is None:
@@ -214,6 +219,7 @@ async def get_control_point(request: Request) -> JSONResponse:
 
 
 async def control_point_statuses(request: Request) -> JSONResponse:
+    await authorize(request, None)  # authentication only (spec 04 §7)
     return JSONResponse({"success": True, "data": {"statuses": list(step_edits.STATUTS)}})
 
 

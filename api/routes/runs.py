@@ -17,7 +17,8 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
-from api.common import dagster
+from api.auth import authorize_run
+from api.common import authorize, dagster
 from api.dagster_client import TERMINAL_EVENT_TYPES, DagsterUnavailable
 from api.errors import ApiError, not_found, validation_error
 from api.sse import SSE_HEADERS, frame, ping, retry
@@ -50,6 +51,7 @@ def _event_payload(run_id: str, ev: dict[str, Any]) -> dict[str, Any]:
 
 
 async def run_events(request: Request) -> StreamingResponse:
+    await authorize(request, "audits.read")
     run_id = request.path_params["run_id"]
     if not run_id or len(run_id) > 64 or not all(c.isalnum() or c == "-" for c in run_id):
         raise validation_error("Invalid run_id")
@@ -58,6 +60,7 @@ async def run_events(request: Request) -> StreamingResponse:
         raise validation_error("Invalid Last-Event-ID")
     resume_after = int(resume_raw) if resume_raw else -1
     client = dagster(request)
+    await authorize_run(request, run_id, client)  # non-ALL scope: the run's fiche partition, else 404
     try:
         status = await client.run_status(run_id)
     except DagsterUnavailable as exc:

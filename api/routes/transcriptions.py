@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from api.auth import forbidden, scope_filter
 from api.common import DIGITS, authorize, dagster, db_call, json_body, query_single
 from api.dagster_client import DagsterUnavailable
 from api.errors import ApiError, not_found, validation_error
@@ -69,12 +70,13 @@ async def _launch(request: Request, fiche_id: str, priority: str, extra_tags: di
 
 
 async def transcribe_one(request: Request) -> JSONResponse:
+    await authorize(request, "transcriptions.write")
     fiche_id = request.path_params["fiche_id"]
     if not DIGITS.match(fiche_id):  # legacy route regex: digits only
         raise not_found(f"Route with ID '{request.url.path}' not found")
     raw = request.query_params.get("priority")
     priority = raw if raw in ("high", "low") else "normal"  # anything else → normal (spec 02 §5.6)
-    authorize(request, "transcriptions.write", [fiche_id])
+    await authorize(request, "transcriptions.write", [fiche_id], missing=not_found(f"Fiche {fiche_id} not found"))
     try:
         run_id = await _launch(request, fiche_id, priority)
     except DagsterUnavailable as exc:
@@ -136,9 +138,11 @@ async def _claim_and_launch(request: Request, fiche_id: str, priority: str, day:
 
 
 async def transcribe_batch(request: Request) -> JSONResponse:
+    await authorize(request, "transcriptions.write")
     body = await json_body(request)
     fiche_ids, priority = _batch_input(body)
-    authorize(request, "transcriptions.write", fiche_ids)
+    # spec 06 §4.3: 403 unless every fiche is in the caller's scope
+    await authorize(request, "transcriptions.write", fiche_ids, out_of_scope=forbidden("Forbidden"))
     day = dt.datetime.now(dt.UTC).date()
     await db_call(claims.prune)
     gate = asyncio.Semaphore(BATCH_LAUNCH_CONCURRENCY)
@@ -164,8 +168,9 @@ async def transcribe_batch(request: Request) -> JSONResponse:
 
 
 async def status(request: Request) -> JSONResponse:
+    await authorize(request, "transcriptions.read")
     fiche_id = fiche_id_param(request)
-    authorize(request, "transcriptions.read", [fiche_id])
+    await authorize(request, "transcriptions.read", [fiche_id], missing=not_cached(fiche_id))
 
     def read(s) -> dict[str, Any] | None:
         row = cached_row(s, fiche_id)
@@ -226,9 +231,10 @@ def _transcription_of(s: Any, rec: Recording) -> dict[str, Any] | None:
 
 
 async def recording_transcription(request: Request) -> JSONResponse:
+    await authorize(request, "transcriptions.read")
     fiche_id = fiche_id_param(request)
     call_id = request.path_params["call_id"]
-    authorize(request, "transcriptions.read", [fiche_id])
+    await authorize(request, "transcriptions.read", [fiche_id], missing=not_found("Recording not found"))
 
     def read(s) -> tuple[str, dict[str, Any] | None]:
         row = cached_row(s, fiche_id)
@@ -290,6 +296,7 @@ def _level(name: str) -> str:
 async def logs(request: Request) -> JSONResponse:
     """The fiche's ``transcription.*`` events, oldest first. ``run_id`` (legacy alias ``trace_id``)
     narrows to one run; ``level`` is ``error`` (``*failed`` events) or ``info`` (the others)."""
+    await authorize(request, "transcriptions.read")
     fiche_id = fiche_id_param(request)
     run_id, trace_id = query_single(request, "run_id"), query_single(request, "trace_id")
     run_filter = run_id or trace_id
@@ -300,9 +307,12 @@ async def logs(request: Request) -> JSONResponse:
     until = _instant(query_single(request, "until"), "until")
     limit = _int_query(request, "limit", LOG_LIMIT_DEFAULT, 1, LOG_LIMIT_MAX)
     offset = _int_query(request, "offset", 0, 0, None)
-    authorize(request, "transcriptions.read", [fiche_id])
+    allowed = await scope_filter(request, [fiche_id])
+    in_scope = allowed is None or fiche_id in allowed  # out of scope: answered like a fiche without logs
 
     def read(s) -> list[dict[str, Any]]:
+        if not in_scope:
+            return []
         q = select(Event).where(Event.channels.contains([f"fiche-{fiche_id}"]), Event.name.like("transcription.%"))
         if run_filter:
             q = q.where(Event.payload["run_id"].astext == run_filter)
@@ -332,8 +342,9 @@ async def logs(request: Request) -> JSONResponse:
 async def timeline(request: Request) -> JSONResponse:
     """The timeline exactly as the audit engine builds it (``build_timeline(timeline_input)``) and
     its prompt-mode text (``timeline_text``)."""
+    await authorize(request, "transcriptions.read")
     fiche_id = fiche_id_param(request)
-    authorize(request, "transcriptions.read", [fiche_id])
+    await authorize(request, "transcriptions.read", [fiche_id], missing=not_cached(fiche_id))
 
     def read(s) -> list[dict[str, Any]] | None:
         row = cached_row(s, fiche_id)
