@@ -46,9 +46,14 @@ async def json_body(request: Request) -> dict[str, Any]:
     return body
 
 
-def path_int(request: Request, name: str, label: str | None = None) -> int:
+INT32_MAX = 2**31 - 1  #: positions and indexes are INTEGER columns; ids are BIGINT
+
+
+def path_int(request: Request, name: str, label: str | None = None, *, maximum: int = 2**63 - 1) -> int:
+    """A positive decimal path segment no larger than its column can hold (else 400, never a
+    database error)."""
     value = request.path_params[name]
-    if not isinstance(value, str) or not DIGITS.match(value) or int(value) <= 0 or int(value) > 2**63 - 1:
+    if not isinstance(value, str) or not DIGITS.match(value) or int(value) <= 0 or int(value) > maximum:
         raise validation_error(f"Invalid {label or name}")
     return int(value)
 

@@ -46,6 +46,19 @@ _ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"
 _STEP_ID = {"name": "step_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": r"^\d+$"}}
 
 
+#: One server-sent event, as a client's parser sees it (for ``text/event-stream`` the schema
+#: describes each event, as OpenAPI 3.2's ``itemSchema`` does): ``event`` defaults to ``message``,
+#: ``data`` is the JSON payload text (``[DONE]`` ends a chat stream), ``id`` resumes via
+#: ``Last-Event-ID``; a ``retry`` hint comes first and ``: ping`` heartbeat comments carry no event.
+_SSE_EVENT = {"type": "object", "required": ["event", "data"], "properties": {
+    "event": {"type": "string"}, "data": {"type": "string"}, "id": {"type": "string"},
+    "retry": {"type": "integer"}}}
+
+
+def _sse(description: str = "event stream") -> dict[str, Any]:
+    return _ok(_SSE_EVENT, "text/event-stream", description)
+
+
 def _path_param(name: str, pattern: str | None = None, description: str = "") -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "string"}
     if pattern:
@@ -72,7 +85,9 @@ DOCUMENT: dict[str, Any] = {
         "/health/ready": {
             "get": {
                 "summary": "Readiness: database and Dagster GraphQL reachable",
-                "responses": {**_ok({"type": "object"}), **_err(503)},
+                "responses": {**_ok(_ref("Readiness")), "503": {
+                    "description": "A dependency is down (same shape, status degraded)",
+                    "content": {"application/json": {"schema": _ref("Readiness")}}}},
             }
         },
         "/api/fiches/status/by-date": {
@@ -409,7 +424,7 @@ DOCUMENT: dict[str, Any] = {
                      "description": "Resume after this event id"},
                     {"name": "last_event_id", "in": "query", "schema": {"type": "string"}},
                 ],
-                "responses": {**_ok({"type": "string"}, "text/event-stream", "event stream"), **_err(400, 404, 503)},
+                "responses": {**_sse(), **_err(400, 404, 503)},
             }
         },
         **{
@@ -422,7 +437,7 @@ DOCUMENT: dict[str, Any] = {
                          "description": "Resume after this events id (a gap sends realtime.reset first)"},
                         {"name": "last_event_id", "in": "query", "schema": {"type": "string"}},
                     ],
-                    "responses": {**_ok({"type": "string"}, "text/event-stream", "event stream"), **_err(400)},
+                    "responses": {**_sse(), **_err(400)},
                 }
             }
             for path, summary, params in [
@@ -465,10 +480,9 @@ DOCUMENT: dict[str, Any] = {
                     "requestBody": _body({"type": "object", "required": ["message"], "properties": {
                         "message": {"type": "string", "minLength": 1, "maxLength": 8000,
                                     "description": "non-blank; CHAT_MAX_MESSAGE_CHARS (default 8000)"}}}),
-                    "responses": {**_ok({"type": "string", "description": "data: {\"text\"|\"citations\"|error} "
-                                         "lines, citations [{texte, minutage, minutage_secondes, speaker, "
-                                         "recording_index, chunk_index, recording_date, recording_time, "
-                                         "recording_url}]"}, "text/event-stream", "event stream"),
+                    "responses": {**_sse("event stream: data {\"text\"|\"citations\"|error} events, citations "
+                                         "[{texte, minutage, minutage_secondes, speaker, recording_index, "
+                                         "chunk_index, recording_date, recording_time, recording_url}]"),
                                   **_err(400, 404)},
                 }
             }
@@ -483,6 +497,13 @@ DOCUMENT: dict[str, Any] = {
                 "required": ["success", "error"],
                 "properties": {"success": {"type": "boolean", "enum": [False]}, "error": {"type": "string"},
                                "code": {"type": "string"}, "message": {"type": "string"}},
+            },
+            "Readiness": {
+                "type": "object", "required": ["status", "checks"],
+                "properties": {"status": {"type": "string", "enum": ["ok", "degraded"]},
+                               "timestamp": {"type": "string"}, "instance": {"type": "string"},
+                               "checks": {"type": "object", "properties": {
+                                   "database": {"type": "boolean"}, "dagster": {"type": "boolean"}}}},
             },
             "Health": {
                 "type": "object",
@@ -883,7 +904,8 @@ DOCUMENT["paths"].update({
     "/api/automation/schedules": {
         "get": {"summary": "Automation schedules, newest first (active only unless include_inactive=true)",
                 "parameters": [{"name": "include_inactive", "in": "query", "schema": _BOOL_QUERY}],
-                "responses": _ok(_data({"type": "array", "items": _SCHEDULE}, count={"type": "integer"}))},
+                "responses": {**_ok(_data({"type": "array", "items": _SCHEDULE}, count={"type": "integer"})),
+                              **_err(400)}},
         "post": {"summary": "Create a schedule (every option validated; webhookUrl SSRF-checked)",
                  "requestBody": _body({"type": "object", "required": ["name", "scheduleType", "ficheSelection"],
                                        "properties": _SCHEDULE_FIELDS}),
@@ -907,7 +929,8 @@ DOCUMENT["paths"].update({
         "get": {"summary": "Runs of one schedule, newest first", "parameters": [_AUTO_ID, *_AUTO_PAGE],
                 "responses": {**_RUNS_PAGE, **_err(400)}}},
     "/api/automation/runs": {
-        "get": {"summary": "Runs of every schedule, newest first", "parameters": _AUTO_PAGE, "responses": _RUNS_PAGE}},
+        "get": {"summary": "Runs of every schedule, newest first", "parameters": _AUTO_PAGE,
+                "responses": {**_RUNS_PAGE, **_err(400)}}},
     "/api/automation/runs/{id}": {
         "get": {"summary": "One run with all its logs (oldest first) and the reconstructed resultSummary",
                 "parameters": [_AUTO_ID],

@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from api.auth import authorize_audit
-from api.common import authorize, dagster, db_call, json_body, path_int
+from api.common import INT32_MAX, authorize, dagster, db_call, json_body, path_int
 from api.dagster_client import DagsterUnavailable
 from api.errors import ApiError, not_found, validation_error
 from auditflow_dagster.db import step_edits
@@ -95,8 +95,8 @@ def _rerun_target(audit_id: int, position: int, index: int | None):
 async def _launch_rerun(request: Request, *, with_point: bool) -> JSONResponse:
     await authorize(request, "audits.rerun")
     audit_id = path_int(request, "audit_id", "audit_id")
-    position = path_int(request, "step_position", "step_position")
-    index = path_int(request, "control_point_index", "control_point_index") if with_point else None
+    position = path_int(request, "step_position", "step_position", maximum=INT32_MAX)
+    index = path_int(request, "control_point_index", "control_point_index", maximum=INT32_MAX) if with_point else None
     body = await json_body(request)
     prompt, replace = _prompt(body), _replace_flag(body)
     await authorize_audit(request, "audits.rerun", audit_id, not_found("Audit not found"))
@@ -144,7 +144,7 @@ def _opt_text(body: dict[str, Any], key: str, max_len: int, message: str, min_le
 async def review_step(request: Request) -> JSONResponse:
     await authorize(request, "audits.write")
     audit_id = path_int(request, "audit_id", "audit_id")
-    position = path_int(request, "step_position", "step_position")
+    position = path_int(request, "step_position", "step_position", maximum=INT32_MAX)
     body = await json_body(request)
     conforme = body.get("conforme")
     if conforme not in step_edits.STEP_CONFORME:
@@ -176,8 +176,8 @@ async def review_step(request: Request) -> JSONResponse:
 async def review_control_point(request: Request) -> JSONResponse:
     await authorize(request, "audits.write")
     audit_id = path_int(request, "audit_id", "audit_id")
-    position = path_int(request, "step_position", "step_position")
-    index = path_int(request, "control_point_index", "control_point_index")
+    position = path_int(request, "step_position", "step_position", maximum=INT32_MAX)
+    index = path_int(request, "control_point_index", "control_point_index", maximum=INT32_MAX)
     body = await json_body(request)
     statut = body.get("statut")
     if statut is not None and statut not in step_edits.STATUTS:
@@ -203,8 +203,8 @@ async def review_control_point(request: Request) -> JSONResponse:
 async def get_control_point(request: Request) -> JSONResponse:
     await authorize(request, "audits.read")
     audit_id = path_int(request, "audit_id", "audit_id")
-    position = path_int(request, "step_position", "step_position")
-    index = path_int(request, "control_point_index", "control_point_index")
+    position = path_int(request, "step_position", "step_position", maximum=INT32_MAX)
+    index = path_int(request, "control_point_index", "control_point_index", maximum=INT32_MAX)
     await authorize_audit(request, "audits.read", audit_id, not_found("Audit not found"))
 
     def read(s) -> dict[str, Any] | None:
