@@ -998,7 +998,8 @@ DOCUMENT["paths"].update({
         "get": {"summary": "API keys (admin.read): never a hash or a token",
                 "parameters": [{"name": "include_revoked", "in": "query",
                                 "schema": {"type": "string", "enum": ["true", "false"], "default": "true"}}],
-                "responses": _ok(_data({"type": "array", "items": _KEY}, count={"type": "integer"}))},
+                "responses": {**_ok(_data({"type": "array", "items": _KEY}, count={"type": "integer"})),
+                              **_err(400)}},
     },
     "/api/admin/api-keys/{id}": {
         "delete": {"summary": "Revoke an API key (admin.write); idempotent",

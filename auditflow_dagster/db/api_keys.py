@@ -77,7 +77,7 @@ def validate_definition(*, name: str, permissions: Iterable[str], scope: str, gr
     """Normalised (name, permissions, scope, groupes, crm_user_id); :class:`InvalidKeyDefinition` otherwise."""
     if not isinstance(name, str) or not name.strip() or len(name.strip()) > MAX_NAME:
         raise InvalidKeyDefinition(f"name must be a non-empty string of at most {MAX_NAME} characters")
-    if isinstance(permissions, str) or not all(isinstance(p, str) for p in permissions):
+    if not isinstance(permissions, (list, tuple, set, frozenset)) or not all(isinstance(p, str) for p in permissions):
         raise InvalidKeyDefinition("permissions must be a list of strings")
     perms: list[str] = []
     for p in (p.strip() for p in permissions):
@@ -92,7 +92,7 @@ def validate_definition(*, name: str, permissions: Iterable[str], scope: str, gr
         raise InvalidKeyDefinition("scope must be one of SELF, GROUP, ALL")
     if groupes is None:
         groupes = []
-    if isinstance(groupes, str) or not all(isinstance(g, str) for g in groupes):
+    if not isinstance(groupes, (list, tuple, set, frozenset)) or not all(isinstance(g, str) for g in groupes):
         raise InvalidKeyDefinition("groupes must be a list of strings")
     groups = list(dict.fromkeys(g.strip() for g in groupes if g.strip()))
     if crm_user_id is not None and (not isinstance(crm_user_id, str) or not crm_user_id.strip()):
