@@ -25,13 +25,14 @@ def test_asset_graph_is_one_lineage():
 
 def test_jobs_schedules_sensors_checks():
     repo = defs.get_repository_def()
-    assert {j.name for j in repo.get_all_jobs() if not j.name.startswith("__")} == {"audit_fiche", "fetch_fiche", "transcribe_fiche", "sales_day", "rerun_audit_step"}
+    assert {j.name for j in repo.get_all_jobs() if not j.name.startswith("__")} == {"audit_fiche", "fetch_fiche", "transcribe_fiche", "sales_day", "rerun_audit_step", "automation_run_job"}
     schedules = {s.name: s for s in repo.schedule_defs}
     assert sorted(schedules) == ["sales_day_schedule", "sales_revalidation_schedule"]
     assert schedules["sales_day_schedule"].cron_schedule == "0 6 * * *"
     assert all(s.execution_timezone == "Europe/Paris" for s in schedules.values())
     assert {"sales_day_fiches_backfill", "webhook_deliveries_sensor", "progressive_fetch_watchdog",
-            "partition_lifecycle", "audit_batches_progress"} <= {s.name for s in repo.sensor_defs}
+            "partition_lifecycle", "audit_batches_progress", "audit_watchdog", "automation_scheduler",
+            "automation_runs_progress", "run_endings"} <= {s.name for s in repo.sensor_defs}
     assert {c.name for c in defs.resolve_asset_graph().asset_check_keys} == {"audit_summary_matches_rows", "audit_has_every_step", "audit_citations_pass_gating", "audit_scores_in_bounds"}
     assert set(repo.get_top_level_resources()) >= {"crm", "stt", "llm", "db"}
 
