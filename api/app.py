@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import logging
-import uuid
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -24,8 +24,11 @@ from api.errors import (
     ApiError,
     api_error_handler,
     http_error_handler,
+    internal_error,
+    log_level,
     unexpected_error_handler,
 )
+from api.logs import REQUEST_ID, configure_api_logging, request_id_from
 from api.openapi import DOCUMENT
 from api.routes import (
     admin,
@@ -40,6 +43,7 @@ from api.routes import (
     progressive,
     realtime,
     recordings,
+    reports,
     reruns,
     runs,
     transcriptions,
@@ -51,7 +55,9 @@ log = logging.getLogger("auditflow.api")
 
 
 class HeadersAndLimits:
-    """``X-Backend-Instance`` and ``X-Request-Id`` on every reply; bodies over the limit → 413."""
+    """``X-Backend-Instance`` and ``X-Request-Id`` (the caller's, else a new UUID; also on every log
+    line of the request) on every reply; bodies over the limit → 413, declared or streamed; an
+    exception nothing else handled → the generic 500 envelope (details in the log only)."""
 
     def __init__(self, app: ASGIApp, max_body: int) -> None:
         self.app, self.max_body = app, max_body
@@ -61,7 +67,15 @@ class HeadersAndLimits:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
-        request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:128] or str(uuid.uuid4())
+        request_id = request_id_from(headers.get(b"x-request-id"))
+        token = REQUEST_ID.set(request_id)
+        try:
+            await self._serve(scope, receive, send, headers, request_id)
+        finally:
+            REQUEST_ID.reset(token)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes],
+                     request_id: str) -> None:
         declared = headers.get(b"content-length")
         if declared and declared.isdigit() and int(declared) > self.max_body:
             resp = ApiError(413, "Request body too large", "PAYLOAD_TOO_LARGE").response()
@@ -80,15 +94,40 @@ class HeadersAndLimits:
                     raise ApiError(413, "Request body too large", "PAYLOAD_TOO_LARGE")
             return message
 
+        started, status, logged = False, 0, False
+
         async def send_with_headers(message: Message) -> None:
+            nonlocal started, status, logged
+            if message["type"] == "http.response.body" and status >= 400 and not logged:
+                logged = True  # one line per error reply, whoever wrote it (spec 06 §5.2 levels)
+                log.log(log_level(status), "%s %s -> %s %s", scope.get("method"), scope.get("path"), status,
+                        _error_text(message.get("body", b"")))
             if message["type"] == "http.response.start":
+                started, status = True, message["status"]
                 raw = list(message.get("headers", []))
                 raw.append((b"x-backend-instance", INSTANCE.encode()))
                 raw.append((b"x-request-id", request_id.encode("latin-1", "replace")))
                 message["headers"] = raw
             await send(message)
 
-        await self.app(scope, limited_receive, send_with_headers)
+        try:
+            await self.app(scope, limited_receive, send_with_headers)
+        except Exception as exc:
+            if started:
+                raise  # a stream that already began cannot become an error reply
+            if isinstance(exc, ApiError):  # e.g. the streamed 413 raised outside a route
+                error = exc
+            else:
+                log.error("unhandled error on %s %s", scope.get("method"), scope.get("path"), exc_info=exc)
+                logged, error = True, internal_error()
+            await error.response()(scope, receive, send_with_headers)
+
+
+def _error_text(body: bytes) -> str:
+    try:
+        return str(json.loads(body).get("error", ""))[:300]
+    except (ValueError, AttributeError):
+        return ""
 
 
 async def openapi(request: Request) -> JSONResponse:
@@ -102,6 +141,7 @@ def create_app(dagster_url: str | None = None) -> Starlette:
     ensure_database_env()
     upgrade()
     settings = get_settings()
+    configure_api_logging()  # request id on every line, secrets scrubbed (spec 06 §5.7, §5.8)
     startup_warning(settings)  # AUDITFLOW_AUTH=off is said loudly
 
     @contextlib.asynccontextmanager
@@ -136,6 +176,7 @@ def create_app(dagster_url: str | None = None) -> Starlette:
         *recordings.routes,
         *transcriptions.routes,  # /batch before /{fiche_id}
         *runs.routes,
+        *reports.routes,
         *realtime.routes,
         *admin.routes,
         Route("/api/openapi.json", openapi),
@@ -148,8 +189,8 @@ def create_app(dagster_url: str | None = None) -> Starlette:
             Middleware(HeadersAndLimits, max_body=settings.api_max_body_bytes),
             Middleware(
                 CORSMiddleware,
-                allow_origins=["http://localhost:3000", "http://localhost:3001", "http://localhost:5173", "http://localhost:5174"],
-                allow_credentials=True,
+                allow_origins=settings.cors_origins,  # AUDITFLOW_CORS_ORIGINS / CORS_ALLOWED_ORIGINS
+                allow_credentials="*" not in settings.cors_origins,
                 allow_methods=["*"],
                 allow_headers=["*"],
                 expose_headers=["X-Backend-Instance", "X-Request-Id"],

@@ -33,10 +33,23 @@ def not_found(message: str, code: str | None = "NOT_FOUND", **extra: Any) -> Api
     return ApiError(404, message, code, **extra)
 
 
+def log_level(status: int) -> int:
+    """Spec 06 §5.2: ERROR for 5xx, INFO for 401/403/404, WARNING for the other 4xx."""
+    if status >= 500:
+        return logging.ERROR
+    return logging.INFO if status in (401, 403, 404) else logging.WARNING
+
+
+def internal_error() -> ApiError:
+    """The one 500 body: a generic message and the request id to quote; never exception text."""
+    from api.logs import current_request_id
+
+    return ApiError(500, "Internal server error", "INTERNAL_ERROR", requestId=current_request_id())
+
+
 async def api_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """(The reply is logged by ``api.app.HeadersAndLimits``, like every error reply.)"""
     assert isinstance(exc, ApiError)
-    level = logging.WARNING if exc.status < 500 else logging.ERROR
-    log.log(level, "%s %s -> %s %s", request.method, request.url.path, exc.status, exc.error)
     return exc.response()
 
 
@@ -46,9 +59,11 @@ async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
         return ApiError(404, f"Route with ID '{request.url.path}' not found", "NOT_FOUND").response()
     if exc.status_code == 405:
         return ApiError(405, "Method not allowed", "METHOD_NOT_ALLOWED").response()
-    return ApiError(exc.status_code, str(exc.detail)).response()
+    code = {400: "VALIDATION_ERROR", 401: "AUTHENTICATION_ERROR", 403: "AUTHORIZATION_ERROR",
+            413: "PAYLOAD_TOO_LARGE"}.get(exc.status_code, "HTTP_ERROR")
+    return ApiError(exc.status_code, str(exc.detail), code).response()
 
 
 async def unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return ApiError(500, "Internal server error").response()
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return internal_error().response()

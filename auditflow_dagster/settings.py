@@ -301,6 +301,12 @@ class Settings(BaseSettings):
     # --- realtime / API ----------------------------------------------------------------------
     event_max_payload_bytes: int = Field(default=9000, validation_alias=_env("PUSHER_MAX_PAYLOAD_BYTES"))
     api_max_body_bytes: int = Field(default=1_048_576, validation_alias=_env("AUDITFLOW_API_MAX_BODY_BYTES"))
+    #: Browser origins allowed by CORS (spec 06 §5.7), comma-separated, with credentials; default the
+    #: local dev frontends. ``*`` allows any origin but then without credentials.
+    cors_allowed_origins: str = Field(
+        default="http://localhost:3000,http://localhost:3001,http://localhost:5173,http://localhost:5174",
+        validation_alias=_env("AUDITFLOW_CORS_ORIGINS", "CORS_ALLOWED_ORIGINS"),
+    )
     sse_heartbeat_seconds: float = Field(default=15.0, validation_alias=_env("AUDITFLOW_SSE_HEARTBEAT_SECONDS"))
     sse_poll_seconds: float = Field(default=0.25, validation_alias=_env("AUDITFLOW_SSE_POLL_SECONDS"))
     #: How long an event id missing below visible ones is waited for (a transaction still
@@ -323,6 +329,10 @@ class Settings(BaseSettings):
         if isinstance(v, str) and v.strip().lower() in ("off", "0", "false", "no", "disabled"):
             return "off"
         return "on"
+
+    @property
+    def cors_origins(self) -> list[str]:
+        return [o.strip().rstrip("/") for o in self.cors_allowed_origins.split(",") if o.strip()]
 
     @property
     def auth_enabled(self) -> bool:
