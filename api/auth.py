@@ -187,8 +187,7 @@ class AuthMiddleware:
                     scope, receive, send)
                 return
             principal = None
-        if principal is None and not public:
-            log.info("%s %s -> 401 %s", scope.get("method"), scope.get("path"), AUTH_REQUIRED)
+        if principal is None and not public:  # (the reply is logged once by api.app.HeadersAndLimits)
             response = unauthorized().response()
             response.headers["WWW-Authenticate"] = 'Bearer realm="auditflow"'
             await response(scope, receive, send)
@@ -280,7 +279,7 @@ async def authorize(request: Request, permission: str | None, fiche_ids: list[st
     not-found reply; default ``404 Fiche not found``)."""
     principal = await principal_of(request)
     if permission is not None and not principal.has(permission):
-        log.info("%s %s -> 403 %s (%s)", request.method, request.url.path, MISSING_PERMISSION, permission)
+        log.debug("%s %s: the caller lacks %s", request.method, request.url.path, permission)
         raise forbidden()
     if fiche_ids is not None and not principal.all_scope:
         ids = [str(f) for f in fiche_ids]
