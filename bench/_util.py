@@ -55,6 +55,7 @@ class ApiServer:
         env = dict(os.environ)
         env["AUDITFLOW_DAGSTER_GRAPHQL_URL"] = f"http://127.0.0.1:{free_port()}/graphql"  # nothing listens
         env["PYTHONUNBUFFERED"] = "1"
+        env.setdefault("AUDITFLOW_AUTH", "off")  # the benches call the API without credentials
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--host", "127.0.0.1",

@@ -49,6 +49,7 @@ def run(args: argparse.Namespace, days: list[dt.date], app_url: str, dagster_url
     os.environ.update({"AUDITFLOW_DATABASE_URL": app_url, "AUDITFLOW_DAGSTER_PG_URL": dagster_url_db,
                        "AUDITFLOW_CRM": "http"})
     os.environ.pop("FICHE_API_BASE_URL", None)
+    os.environ.setdefault("AUDITFLOW_AUTH", "off")  # the bench calls the API without credentials
     from auditflow_dagster.settings import get_settings
 
     get_settings.cache_clear()
