@@ -10,10 +10,13 @@ complete events received so far (``retry`` hint, heartbeats, events) and those a
 the documented per-event schema; the status, headers and error bodies are checked like any other
 route.
 
-Two runs: ``AUDITFLOW_AUTH=off`` (offline demo mode) and, once API keys exist
-(``auditflow_dagster.db.api_keys``), with a valid all-permissions ``ALL``-scope key in
-``Authorization``. A seeded completed audit (sample CRM, offline auditor) gives the item routes
-real rows; a second pass calls each read route with those ids so success bodies are validated too.
+Two runs: ``AUDITFLOW_AUTH=off`` (offline demo mode) and ``AUDITFLOW_AUTH=on`` with a valid
+all-permissions (``*``) ``ALL``-scope key in ``Authorization`` (skipped, with its reason, where
+``auditflow_dagster.db.api_keys`` does not exist). Dagster is a permissive fake GraphQL endpoint
+(tests/fakes/dagster_graphql.py), so launch routes answer 200 rather than the 503 an unreachable
+Dagster rightly gives. A seeded completed audit (sample CRM, offline auditor), a schedule and its
+run, a batch and a progressive fetch job give the item routes real rows; a second pass calls each
+read route with those ids so success bodies (and replayed SSE events) are validated too.
 """
 
 from __future__ import annotations
@@ -105,6 +108,8 @@ def _seed_through_api(app: Any, headers: dict[str, str], seeded: dict[str, str])
     """Rows the item routes read that only the API writes: a schedule and its run (both id 1, like
     the config, since every route names its id ``id``), a batch and a progressive fetch job."""
     with TestClient(app) as c:
+        if headers:  # the keyed run really runs with auth on: no key, no answer
+            assert c.get("/api/audits").status_code == 401
         r = c.post("/api/automation/schedules", headers=headers, json={
             "name": "Nightly", "scheduleType": "DAILY", "timeOfDay": "09:05",
             "ficheSelection": {"mode": "manual", "ficheIds": [seeded["fiche_id"]]}})
