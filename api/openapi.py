@@ -1008,6 +1008,57 @@ DOCUMENT["paths"].update({
     },
 })
 
+# --------------------------------------------------------------------------------------------
+# Compliance reports (issue 10): the rows the report assets store
+# --------------------------------------------------------------------------------------------
+
+_COUNTS = {"type": "object", "additionalProperties": {"type": "integer"}}
+_GROUP_STATS = {"audits": {"type": "integer"}, "score_sum": {"type": "number"},
+                "mean_score": {"type": "number", "nullable": True}, "compliant": {"type": "integer"},
+                "compliant_rate": {"type": "number", "nullable": True, "description": "fraction 0..1"},
+                "rejet": {"type": "integer"}, "critical_failed": {"type": "integer"}}
+_POINT_STATS = {"type": "object", "properties": {
+    "step_position": {"type": "integer"}, "step_name": {"type": "string"}, "point": {"type": "string"},
+    **{k: {"type": "integer"} for k in ("evaluated", "missed", "partial", "present", "not_applicable")},
+    "missed_rate": {"type": "number", "nullable": True}}}
+_DAILY_REPORT = {"type": "object", "properties": {
+    "day": {"type": "string", "format": "date"}, "generatedAt": {"type": "string"},
+    "dagsterRunId": {"type": "string", "nullable": True},
+    "totals": {"type": "object", "properties": {
+        "audits": {"type": "integer"}, "fiches": {"type": "integer"}, "score_sum": {"type": "number"},
+        "mean_score": {"type": "number", "nullable": True}, "min_score": {"type": "number", "nullable": True},
+        "max_score": {"type": "number", "nullable": True}, "compliant": {"type": "integer"},
+        "compliant_rate": {"type": "number", "nullable": True}, "audits_with_critical_failure": {"type": "integer"}}},
+    "niveau_counts": {**_COUNTS, "description": "EXCELLENT, BON, ACCEPTABLE, INSUFFISANT, REJET (zeros included)"},
+    "score_distribution": {"type": "array", "items": {"type": "object", "properties": {
+        "bin": {"type": "string"}, "lower": {"type": "integer"}, "upper": {"type": "integer"},
+        "count": {"type": "integer"}}}},
+    "per_groupe": {"type": "array", "items": {"type": "object", "properties": {
+        "groupe": {"type": "string"}, **_GROUP_STATS}}},
+    "per_advisor": {"type": "array", "items": {"type": "object", "properties": {
+        "advisor": {"type": "string", "description": "attribution_user_nom"}, "groupe": {"type": "string"},
+        **_GROUP_STATS}}},
+    "critical_steps": {"type": "array", "items": {"type": "object", "properties": {
+        "step_position": {"type": "integer"}, "step_name": {"type": "string"}, "evaluated": {"type": "integer"},
+        "failed": {"type": "integer"}, "failure_rate": {"type": "number", "nullable": True}}}},
+    "control_points": {"type": "array", "items": _POINT_STATS},
+    "top_missed_points": {"type": "array", "maxItems": 10, "items": _POINT_STATS},
+    "gating": {"type": "object", "properties": {
+        **{k: {"type": "integer"} for k in ("total_citations", "removed_citations", "downgraded_control_points",
+                                            "steps_score_reduced", "steps_conforme_adjusted",
+                                            "audits_with_removed_citations")},
+        "removed_rate": {"type": "number", "nullable": True}}}}}
+
+DOCUMENT["paths"].update({
+    "/api/reports/daily/{date}": {
+        "get": {"summary": "The stored compliance report of a sales day (audits.read, scope ALL: a GROUP or SELF "
+                           "key gets 403 — the report aggregates every groupe). The latest completed audit per "
+                           "fiche × config of the day's fiches; written by the daily_compliance_report asset",
+                "parameters": [_path_param("date", r"^\d{4}-\d{2}-\d{2}$", "sales day, YYYY-MM-DD (Europe/Paris)")],
+                "responses": {**_ok(_data(_DAILY_REPORT)), **_err(400, 404)}},
+    },
+})
+
 DOCUMENT["components"]["securitySchemes"] = {
     "bearerAuth": {"type": "http", "scheme": "bearer",
                    "description": "An API key (afk_…) or a legacy machine token (API_AUTH_TOKEN(S))"},

@@ -1126,3 +1126,45 @@ class ApiKey(Base):
     last_used_at: Mapped[dt.datetime | None] = mapped_column(TS)
     expires_at: Mapped[dt.datetime | None] = mapped_column(TS)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(TS)
+
+
+# --------------------------------------------------------------------------------------------
+# Compliance reports (issue 10): written by the report assets, read by the API
+# --------------------------------------------------------------------------------------------
+
+
+class _ComplianceReportSections:
+    """The sections of :func:`auditflow_dagster.core.reports.daily_report`, one JSONB column each,
+    plus the headline numbers as columns (for listing and sorting without opening the JSON)."""
+
+    generated_at: Mapped[dt.datetime] = mapped_column(TS, nullable=False, default=now_utc)
+    dagster_run_id: Mapped[str | None] = mapped_column(Text)
+    audits_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"), default=0)
+    mean_score: Mapped[float | None] = mapped_column(Float)
+    compliant_rate: Mapped[float | None] = mapped_column(Float)
+    totals: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    niveau_counts: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    score_distribution: Mapped[list[Any]] = mapped_column(JSONB, nullable=False)
+    per_groupe: Mapped[list[Any]] = mapped_column(JSONB, nullable=False)
+    per_advisor: Mapped[list[Any]] = mapped_column(JSONB, nullable=False)
+    critical_steps: Mapped[list[Any]] = mapped_column(JSONB, nullable=False)
+    control_points: Mapped[list[Any]] = mapped_column(JSONB, nullable=False)
+    top_missed_points: Mapped[list[Any]] = mapped_column(JSONB, nullable=False)
+    gating: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+
+
+class DailyComplianceReport(_ComplianceReportSections, Base):
+    """``daily_compliance_report[day]``: the sales day's latest completed audits, aggregated."""
+
+    __tablename__ = "daily_compliance_reports"
+    day: Mapped[str] = mapped_column(Text, primary_key=True)  # YYYY-MM-DD (Europe/Paris sales day)
+
+
+class WeeklyComplianceReport(_ComplianceReportSections, Base):
+    """``weekly_compliance_report[week]``: the roll-up of the week's daily report rows."""
+
+    __tablename__ = "weekly_compliance_reports"
+    week: Mapped[str] = mapped_column(Text, primary_key=True)  # ISO week, e.g. 2026-W11
+    week_start: Mapped[str] = mapped_column(Text, nullable=False)  # its Monday, YYYY-MM-DD
+    days: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False, server_default=text("'{}'::text[]"),
+                                            default=list)  # the days whose daily report was rolled up

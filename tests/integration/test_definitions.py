@@ -10,7 +10,8 @@ from auditflow_dagster.definitions import defs
 def test_asset_graph_is_one_lineage():
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys == {"sales_list", "fiche_details", "transcripts", "audit_step_results", "audits", "audit_step_reruns"}
+    assert keys == {"sales_list", "fiche_details", "transcripts", "audit_step_results", "audits", "audit_step_reruns",
+                    "daily_compliance_report", "weekly_compliance_report"}
     chain = ["sales_list", "fiche_details", "transcripts", "audit_step_results", "audits"]
     for up, down in zip(chain, chain[1:]):
         assert AssetKey(up) in graph.get(AssetKey(down)).parent_keys, (up, down)
@@ -21,6 +22,9 @@ def test_asset_graph_is_one_lineage():
         assert node.backfill_policy.max_partitions_per_run == 50
     rerun = graph.get(AssetKey("audit_step_reruns"))
     assert rerun.partitions_def.name == "fiches" and AssetKey("audits") in rerun.parent_keys
+    daily = graph.get(AssetKey("daily_compliance_report"))
+    assert daily.parent_keys == {AssetKey("audits")} and daily.partitions_def.timezone == "Europe/Paris"
+    assert graph.get(AssetKey("weekly_compliance_report")).parent_keys == {AssetKey("daily_compliance_report")}
 
 
 def test_jobs_schedules_sensors_checks():
