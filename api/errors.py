@@ -41,10 +41,11 @@ def log_level(status: int) -> int:
 
 
 def internal_error() -> ApiError:
-    """The one 500 body: a generic message and the request id to quote; never exception text."""
+    """The one 500 body: a generic message and the request id to quote; never exception text, and
+    no ``code`` (spec 06 §5.2: "anything else" has none)."""
     from api.logs import current_request_id
 
-    return ApiError(500, "Internal server error", "INTERNAL_ERROR", requestId=current_request_id())
+    return ApiError(500, "Internal server error", None, requestId=current_request_id())
 
 
 async def api_error_handler(request: Request, exc: Exception) -> JSONResponse:
