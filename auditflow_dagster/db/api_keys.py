@@ -98,6 +98,8 @@ def validate_definition(*, name: str, permissions: Iterable[str], scope: str, gr
     if crm_user_id is not None and (not isinstance(crm_user_id, str) or not crm_user_id.strip()):
         raise InvalidKeyDefinition("crm_user_id must be a non-empty string")
     crm_user_id = crm_user_id.strip() if crm_user_id else None
+    if "\x00" in name or "\x00" in (crm_user_id or "") or any("\x00" in g for g in groups):
+        raise InvalidKeyDefinition("name, groupes and crm_user_id must not contain NUL characters")
     if scope == "GROUP" and not groups:
         raise InvalidKeyDefinition("a GROUP key needs at least one groupe")
     if scope == "SELF" and not crm_user_id:

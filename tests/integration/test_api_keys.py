@@ -144,6 +144,10 @@ def test_admin_create_validates_and_never_escalates(client):
     assert create(MACHINE, {"name": "x", "permissions": ["audits.delete"], "scope": "ALL"}) == 400
     assert create(MACHINE, {"name": "x", "permissions": ["audits.read"], "scope": "GROUP"}) == 400
     assert create(MACHINE, {"name": "", "permissions": ["audits.read"], "scope": "ALL"}) == 400
+    assert create(MACHINE, {"name": "a\x00b", "permissions": ["audits.read"], "scope": "ALL"}) == 400
+    assert create(MACHINE, {"name": "x", "permissions": ["audits.read"], "scope": "GROUP", "groupes": ["\x00"]}) == 400
+    assert create(MACHINE, {"name": "x", "permissions": ["audits.read"], "scope": "SELF", "crm_user_id": "1\x00"}) == 400
+    assert create(MACHINE, {"name": "x", "permissions": "audits.read", "scope": "ALL"}) == 400
     assert create(MACHINE, {"name": "x", "permissions": ["audits.read"], "scope": "ALL",
                             "expires_at": "2001-01-01T00:00:00Z"}) == 400
     assert create(MACHINE, {"name": "x", "permissions": ["audits.read"], "scope": "ALL",
