@@ -129,6 +129,9 @@ class Settings(BaseSettings):
         default=40, validation_alias=_env("AUDIT_STEP_TIMELINE_MAX_CHUNKS")
     )
     audit_watchdog_minutes: int = Field(default=30, validation_alias=_env("AUDIT_WATCHDOG_MINUTES"))
+    #: Personal data (IBAN, card, NIR, phone, e-mail, date of birth) replaced by typed placeholders in
+    #: everything sent to the LLM (audit snapshot, tools, chat); only an explicit 0/false/no/off disables.
+    redact_pii: bool = Field(default=True, validation_alias=_env("AUDITFLOW_REDACT_PII"))
     #: ``package.module:function`` mapping a fiche's CRM details to a product (spec 03 §3.3); unset →
     #: no product catalogue: ``verifyProductInfo`` steps get verification variant C.
     product_lookup: str = Field(default="", validation_alias=_env("AUDITFLOW_PRODUCT_LOOKUP"))
@@ -350,7 +353,8 @@ class Settings(BaseSettings):
             v = v.get_secret_value()
         return SecretStr(normalize_secret(v)) if isinstance(v, str) else v
 
-    @field_validator("audit_evidence_gating", "audit_step_timeline_excerpt", "fiche_sales_include_recordings", mode="before")
+    @field_validator("audit_evidence_gating", "audit_step_timeline_excerpt", "fiche_sales_include_recordings", "redact_pii",
+                     mode="before")
     @classmethod
     def _legacy_flag(cls, v: object) -> object:
         # Legacy flags are "0"/"1" strings; only an explicit "0"/"false"/"no"/"off" turns one off.
