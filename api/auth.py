@@ -20,8 +20,8 @@ every scope but ALL. Item endpoints answer an out-of-scope item exactly like a m
 usual 404 body), so a key learns nothing about items it may not see; list endpoints leave such
 items out; batch launches are refused whole with 403 (spec 06 §4.3, §4.5).
 
-Replies: 401 ``{success:false, error:"Authentication required", code:"UNAUTHORIZED"}``, 403
-``{success:false, error:"Missing permission", code:"FORBIDDEN"}``.
+Replies: 401 ``{success:false, error:"Authentication required", code:"AUTHENTICATION_ERROR"}``, 403
+``{success:false, error:"Missing permission", code:"AUTHORIZATION_ERROR"}``.
 """
 
 from __future__ import annotations
@@ -53,11 +53,11 @@ _SSE_PATH = re.compile(r"^/api/(?:realtime/.+|runs/[^/]+/events)$")
 
 
 def unauthorized() -> ApiError:
-    return ApiError(401, AUTH_REQUIRED, "UNAUTHORIZED")
+    return ApiError(401, AUTH_REQUIRED, "AUTHENTICATION_ERROR")
 
 
 def forbidden(message: str = MISSING_PERMISSION) -> ApiError:
-    return ApiError(403, message, "FORBIDDEN")
+    return ApiError(403, message, "AUTHORIZATION_ERROR")
 
 
 @dataclass(frozen=True)
@@ -320,7 +320,7 @@ async def authorize_channels(request: Request, channels: Iterable[str]) -> Princ
     For a non-ALL scope, an audit or fiche channel must name a fiche in scope (the audit's fiche:
     DB id, tracking id ``audit-<fiche>-…``, or stored tracking id).
 
-    A refusal is **403** ``Forbidden`` (code ``FORBIDDEN``), not 404: the spec answers channel
+    A refusal is **403** ``Forbidden`` (code ``AUTHORIZATION_ERROR``), not 404: the spec answers channel
     refusals with JSON 401/403 before any stream opens, and a multi-channel subscription has no
     single item to be "not found". The same 403 answers a channel whose audit or fiche does not
     exist, so the status tells nothing about other groups' audits either.

@@ -24,7 +24,7 @@ from auditflow_dagster.settings import get_settings
 
 MACHINE = "legacy-machine-token-0123456789abcdef"
 TOKEN = re.compile(r"afk_[0-9a-f]{8}_[A-Za-z0-9_-]{43}")
-UNAUTHORIZED = {"success": False, "error": "Authentication required", "code": "UNAUTHORIZED"}
+UNAUTHORIZED = {"success": False, "error": "Authentication required", "code": "AUTHENTICATION_ERROR"}
 
 
 @pytest.fixture()

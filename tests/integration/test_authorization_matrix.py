@@ -43,8 +43,8 @@ from tests.fakes.server import serve_app
 DAY = "2026-03-10"
 ALL_PERMISSIONS = [p for p in api_keys.PERMISSIONS if p != "*"]
 PUBLIC = {"/health", "/health/ready", "/api/openapi.json", "/api-docs.json"}
-UNAUTHORIZED = {"success": False, "error": "Authentication required", "code": "UNAUTHORIZED"}
-FORBIDDEN = {"success": False, "error": "Missing permission", "code": "FORBIDDEN"}
+UNAUTHORIZED = {"success": False, "error": "Authentication required", "code": "AUTHENTICATION_ERROR"}
+FORBIDDEN = {"success": False, "error": "Missing permission", "code": "AUTHORIZATION_ERROR"}
 
 
 # --------------------------------------------------------------------------------------------- #
@@ -418,7 +418,7 @@ def test_batches_with_a_fiche_out_of_scope_are_refused_whole(client, world):
     for path in ("/api/audits/batch", "/api/transcriptions/batch"):
         for ids in ([world.b["fiche"]], [world.a["fiche"], world.b["fiche"]], [world.missing["fiche"]]):
             r = client.post(path, json={"fiche_ids": ids}, headers=headers)
-            assert r.status_code == 403 and r.json() == {"success": False, "error": "Forbidden", "code": "FORBIDDEN"}
+            assert r.status_code == 403 and r.json() == {"success": False, "error": "Forbidden", "code": "AUTHORIZATION_ERROR"}
         r = client.post(path, json={"fiche_ids": [world.a["fiche"]]}, headers=headers)
         assert r.status_code == 503, r.text  # in scope: past authorization (the Dagster stub is down)
 
@@ -471,7 +471,7 @@ def test_self_scope_sees_only_its_attribution(client, world):
 
 
 def test_sse_channel_of_another_group_is_refused(client, served, world):
-    """Realtime channels answer **403** ``{error:"Forbidden", code:"FORBIDDEN"}`` (not 404) for an
+    """Realtime channels answer **403** ``{error:"Forbidden", code:"AUTHORIZATION_ERROR"}`` (not 404) for an
     audit or fiche outside the key's scope: spec 06 §2.3/§2.4 refuse a channel with a JSON 401/403
     before any stream opens, and ``/api/realtime/stream`` subscribes to several channels at once, so
     there is no single item to call "not found". The 403 is the same for a channel whose audit or
@@ -479,7 +479,7 @@ def test_sse_channel_of_another_group_is_refused(client, served, world):
     channel needs scope ALL; job channels have no scope (spec 06 §2.3)."""
     group_a = world.key(["*"], scope="GROUP", groupes=("A",))
     headers = {"Authorization": f"Bearer {group_a}"}
-    refused = {"success": False, "error": "Forbidden", "code": "FORBIDDEN"}
+    refused = {"success": False, "error": "Forbidden", "code": "AUTHORIZATION_ERROR"}
     for target in (world.b, world.missing):
         for url in (f"/api/realtime/audits/{target['audit']}", f"/api/realtime/audits/{target['tracking']}",
                     f"/api/realtime/fiches/{target['fiche']}",
