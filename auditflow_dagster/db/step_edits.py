@@ -312,7 +312,12 @@ def review_control_point(s: Session, audit_id: int, position: int, index: int, *
         audit_id=audit_id, step_position=position, reviewed_at=when, reviewer=reviewer, reason=reason,
         kind="control_point", control_point_index=index, point=cp.point, previous_statut=cp.statut,
         previous_commentaire=cp.commentaire, override_statut=statut if statut is not None else cp.statut,
-        override_commentaire=commentaire if commentaire is not None else cp.commentaire))
+        override_commentaire=commentaire if commentaire is not None else cp.commentaire,
+        # the step verdict before this review (it may be re-derived below): the review's override_*
+        # step columns stay NULL (no human step verdict), previous_* keep the step's AI verdict
+        # recoverable for calibration (core/calibration.py) when a point review comes first
+        previous_traite=row.traite, previous_conforme=row.conforme, previous_score=row.score,
+        previous_niveau_conformite=row.niveau_conformite))
     if statut is not None:
         cp.statut = statut
     if commentaire is not None:
