@@ -207,6 +207,34 @@ async def principal_of(request: Request) -> Principal:
     return principal
 
 
+class CredentialWatch:
+    """For an open SSE stream (spec 06 §2.4: close it when the token expires): every
+    ``AUDITFLOW_SSE_AUTH_RECHECK_SECONDS`` an API key is looked up again; revoked or expired ⇒
+    the stream ends with a ``realtime.auth_expired`` frame. Machine tokens and auth-off streams
+    have nothing to expire."""
+
+    def __init__(self, request: Request) -> None:
+        principal = request.scope.get("state", {}).get("principal")
+        self.key_id = principal.key_id if principal is not None and principal.kind == "api_key" else None
+        self.every = get_settings().sse_auth_recheck_seconds
+        self.checked_at = asyncio.get_running_loop().time()
+
+    async def expired(self) -> bool:
+        if self.key_id is None:
+            return False
+        now = asyncio.get_running_loop().time()
+        if now - self.checked_at < self.every:
+            return False
+        self.checked_at = now
+        key_id = self.key_id
+
+        def live() -> bool:
+            with session_scope() as s:
+                return api_keys.key_is_live(s, key_id)
+
+        return not await asyncio.to_thread(live)
+
+
 def current_principal(request: Request) -> Principal:
     """Sync access once :func:`authorize` ran (inside a DB thread, for instance)."""
     principal = request.scope.get("state", {}).get("principal")

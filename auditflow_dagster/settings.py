@@ -311,6 +311,9 @@ class Settings(BaseSettings):
         validation_alias=_env("AUDITFLOW_CORS_ORIGINS", "CORS_ALLOWED_ORIGINS"),
     )
     sse_heartbeat_seconds: float = Field(default=15.0, validation_alias=_env("AUDITFLOW_SSE_HEARTBEAT_SECONDS"))
+    #: an open SSE stream re-checks its API key this often; revoked or expired ⇒ the stream ends
+    sse_auth_recheck_seconds: float = Field(default=30.0, gt=0,
+                                            validation_alias=_env("AUDITFLOW_SSE_AUTH_RECHECK_SECONDS"))
     sse_poll_seconds: float = Field(default=0.25, validation_alias=_env("AUDITFLOW_SSE_POLL_SECONDS"))
     #: How long an event id missing below visible ones is waited for (a transaction still
     #: committing) before it is taken as rolled back; later events wait behind it meanwhile.

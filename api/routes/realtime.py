@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
-from api.auth import authorize_channels
+from api.auth import CredentialWatch, authorize_channels
 from api.errors import validation_error
 from api.event_bus import EventBus
 from api.sse import SSE_HEADERS, frame, ping, retry
@@ -73,6 +73,7 @@ async def _stream(request: Request, channels: frozenset[str]) -> StreamingRespon
     heartbeat = get_settings().sse_heartbeat_seconds
 
     async def body() -> AsyncIterator[str]:
+        watch = CredentialWatch(request)
         sub, settled = await event_bus.subscribe(channels)
         try:
             yield retry()
@@ -97,6 +98,9 @@ async def _stream(request: Request, channels: frozenset[str]) -> StreamingRespon
                     return
                 if sub.overflowed:
                     return  # the client reconnects with its Last-Event-ID and replays
+                if await watch.expired():
+                    yield frame("realtime.auth_expired", {"reason": "credential revoked or expired"})
+                    return
                 try:
                     row_id, name, _chans, payload = await asyncio.wait_for(sub.queue.get(), timeout=heartbeat)
                 except TimeoutError:

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
-from api.auth import authorize_run
+from api.auth import CredentialWatch, authorize_run
 from api.common import authorize, dagster
 from api.dagster_client import TERMINAL_EVENT_TYPES, DagsterUnavailable
 from api.errors import ApiError, not_found, validation_error
@@ -73,8 +73,12 @@ async def run_events(request: Request) -> StreamingResponse:
         after: str | None = None
         ordinal = 0  # ordinal of the next event the Dagster cursor ``after`` points to
         yield retry()
+        watch = CredentialWatch(request)
         last_sent = asyncio.get_running_loop().time()
         while True:
+            if await watch.expired():
+                yield frame("realtime.auth_expired", {"reason": "credential revoked or expired"})
+                return
             try:
                 page = await client.logs_for_run(run_id, after, PAGE)
             except DagsterUnavailable:

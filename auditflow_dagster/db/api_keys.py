@@ -174,6 +174,13 @@ def verify_key(session: Session, token: str, now: dt.datetime | None = None) -> 
                     touch=row.last_used_at is None or now - row.last_used_at >= TOUCH_INTERVAL)
 
 
+def key_is_live(session: Session, key_id: int, now: dt.datetime | None = None) -> bool:
+    """Still usable: exists, not revoked, not expired (an open SSE stream re-checks this)."""
+    row = session.get(ApiKey, key_id)
+    now = now or now_utc()
+    return row is not None and row.revoked_at is None and (row.expires_at is None or row.expires_at > now)
+
+
 def touch_key(session: Session, key_id: int, now: dt.datetime | None = None) -> bool:
     """Set ``last_used_at`` unless it was set less than a minute ago (a concurrent request may
     have done it); True when this call wrote it."""

@@ -172,3 +172,38 @@ def test_a_rolled_back_id_only_delays_later_events(short_gap_api_url):
     assert "error" not in out, out
     assert [(f["id"], f["event"]) for f in out["frames"]] == [(str(kept), "kept")]
     assert time.monotonic() - t0 >= 0.9  # held back for the gap timeout, then released
+
+
+def test_an_open_stream_ends_when_its_key_is_revoked(db, monkeypatch):
+    """Spec 06 §2.4: the stream closes when the credential stops being valid (re-checked every
+    ``AUDITFLOW_SSE_AUTH_RECHECK_SECONDS``), with a last ``realtime.auth_expired`` frame."""
+    from api.app import create_app
+    from auditflow_dagster.db import api_keys
+    from auditflow_dagster.settings import get_settings
+
+    monkeypatch.setenv("AUDITFLOW_AUTH", "on")
+    monkeypatch.setenv("AUDITFLOW_SSE_AUTH_RECHECK_SECONDS", "0.2")
+    monkeypatch.setenv("AUDITFLOW_SSE_HEARTBEAT_SECONDS", "0.2")
+    get_settings.cache_clear()
+    try:
+        with session_scope() as s:
+            view, token = api_keys.create_key(s, name="sse", permissions=["realtime.read"], scope="ALL")
+        with serve_app(create_app("http://127.0.0.1:9/graphql")) as url:
+            _, out = background(collect, f"{url}/api/realtime/global", 2,
+                             headers={"Authorization": f"Bearer {token}"}, timeout=15)
+            emit_best_effort("notification", {"message": "before revoke"})
+            time.sleep(0.5)
+            with session_scope() as s:
+                api_keys.revoke_key(s, int(view["id"]))
+            deadline = time.monotonic() + 10
+            while "frames" not in out and "error" not in out and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert "error" not in out, out.get("error")
+            frames = out["frames"]
+            assert frames[0]["data"] == {"message": "before revoke"}
+            assert frames[1]["event"] == "realtime.auth_expired"
+            # and the revoked key cannot open a new one
+            assert httpx.get(f"{url}/api/realtime/global", headers={"Authorization": f"Bearer {token}"},
+                             timeout=5).status_code == 401
+    finally:
+        get_settings.cache_clear()
