@@ -14,6 +14,15 @@ calls in order. :func:`ground_truth` tells what was said where; :func:`expected_
 expected step scores and compliance. The offline keyword auditor
 (:mod:`auditflow_dagster.sample.offline_auditor`) finds exactly that ground truth.
 
+The calls carry personal data, all of it *valid* so that the redaction in front of the LLM
+(:mod:`auditflow_dagster.core.redaction`, which keeps checksum-failing near misses) must catch it:
+the client reads an IBAN (mod-97 check digits, French RIB key) when asked for it, and in some calls
+also gives a card number (Visa prefix, Luhn), a NIR (structure from the fiche, key) and an e-mail,
+and leaves a mobile number; the advisor gives the service client number. These client sentences are
+appended to existing client replies (never a new turn), so chunk indices and the ground truth are
+unchanged (call durations, hence later calls' start times, grow by those words).
+:func:`personal_data` lists the values and which of them the calls say.
+
 Recording URLs follow the real gateway file-name pattern
 ``<uuid>-DD-MM-YY-HHhMM-<from>-<to>.mp3`` (spec 01 §1.4 / 02 §1.2) under
 ``{base_url}/recordings/<file name>?sig=<token>``; the uuid encodes the fiche and the call so the
@@ -395,6 +404,16 @@ CLOSINGS_MID = ["Je vous rappelle un peu plus tard pour la suite, à tout à l'h
 CLIENT_CLOSINGS = ["Merci, au revoir.", "Au revoir, bonne journée."]
 AUDIO_EVENTS = ["(rires)", "(toux)", "(bruit de fond)"]
 
+#: Client sentences carrying personal data, appended to the client's reply to a control point (when
+#: that point is said and the fiche's coin says so); neutral for every control point's terms.
+PII_SENTENCES: dict[tuple[int, int], tuple[str, str]] = {
+    (5, 1): ("carte", "Pour le premier mois, je peux aussi régler par carte, c'est la {carte_parle}."),
+    (7, 1): ("nir", "Ma carte Vitale, c'est le {nir_parle}."),
+    (7, 2): ("email", "Mon adresse e-mail, c'est {email}."),
+    (10, 2): ("mobile", "Au cas où, mon portable c'est le {mobile_parle}."),
+}
+PII_SHARE = 0.6
+
 STATUS_KEY = {"PRESENT": "ok", "PARTIEL": "partial"}
 QUALITY_PROFILES = {"bon": (0.92, 0.05), "moyen": (0.72, 0.14), "faible": (0.48, 0.22)}
 MIN_TURNS_PER_RECORDING = 24
@@ -443,7 +462,7 @@ def _base(fiche_id: str) -> dict[str, Any]:
     regime = rng.choice(REGIMES[:3] if age < 62 else [REGIMES[2]])
     n_enfants = rng.choice([0, 0, 1, 2, 3]) if age < 60 else 0
     has_conjoint = situation[0] in (2, 3)
-    iban = f"FR76 {rng.randint(1000, 9999)} {rng.randint(1000, 9999)} {rng.randint(1000, 9999)} {rng.randint(1000, 9999)} {rng.randint(1000, 9999)} {rng.randint(100, 999)}"
+    iban = _valid_iban("".join(str(rng.randint(1000, 9999)) for _ in range(5)) + str(rng.randint(100, 999)))
     insert_time = time(8, rng.randint(0, 29))
     return {
         "fiche_id": fiche_id,
@@ -491,6 +510,63 @@ def _base(fiche_id: str) -> dict[str, Any]:
     }
 
 
+def _rib_key(bank: str, branch: str, account: str) -> str:
+    """French RIB key: ``97 - (89 × bank + 15 × branch + 3 × account) mod 97`` (numeric account)."""
+    return f"{97 - (89 * int(bank) + 15 * int(branch) + 3 * int(account)) % 97:02d}"
+
+
+def _valid_iban(digits23: str) -> str:
+    """A valid French IBAN, spoken grouped by four (``FR76 dddd … ddd``), from 23 drawn digits.
+
+    The first 21 are bank (5), branch (5) and account (11); the last two are replaced by the RIB
+    key. The check digits are then always ``76`` (a BBAN with a valid RIB key is ≡ 0 mod 97, so
+    ``98 - (BBAN·10⁶ + 152700) mod 97 = 76``), computed anyway. Drawing the same 23 digits as the
+    former random form keeps every later draw of the fiche — hence the whole data set — unchanged.
+    """
+    bban = digits23[:21] + _rib_key(digits23[:5], digits23[5:10], digits23[10:21])
+    check = 98 - int(bban + "1527" + "00") % 97  # F=15, R=27
+    iban = f"FR{check:02d}{bban}"
+    return " ".join(iban[i : i + 4] for i in range(0, len(iban), 4))
+
+
+def _luhn_digit(body: str) -> str:
+    total = 0
+    for i, ch in enumerate(reversed(body)):
+        d = int(ch) * (2 if i % 2 == 0 else 1)
+        total += d - 9 if d > 9 else d
+    return str((10 - total % 10) % 10)
+
+
+def _nir(b: dict[str, Any], rng: random.Random) -> str:
+    """A NIR consistent with the fiche (sex, birth year and month, department of its postcode),
+    spoken in its usual groups ``s yy mm dd ccc ooo kk``; key ``97 - n mod 97`` (2A/2B → 19/18)."""
+    birth: date = b["birth"]
+    dept = b["cp"][:2]
+    if dept == "20":
+        dept = "2A" if int(b["cp"]) < 20200 else "2B"
+    body = f"{2 if b['female'] else 1}{birth.year % 100:02d}{birth.month:02d}{dept}{rng.randint(1, 999):03d}{rng.randint(1, 999):03d}"
+    key = 97 - int(body.replace("2A", "19").replace("2B", "18")) % 97
+    return f"{body[0]} {body[1:3]} {body[3:5]} {body[5:7]} {body[7:10]} {body[10:13]} {key:02d}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _pii(fiche_id: str) -> dict[str, Any]:
+    """Card, NIR and the spoken forms, from their own seed (the fiche's other draws are untouched),
+    and which client sentences of :data:`PII_SENTENCES` this fiche's calls carry."""
+    b = _base(fiche_id)
+    rng = _rng("pii", fiche_id)
+    card_body = "4" + "".join(str(rng.randint(0, 9)) for _ in range(14))
+    card = card_body + _luhn_digit(card_body)
+    mobile = b["mobile"]
+    return {
+        "carte_parle": " ".join(card[i : i + 4] for i in range(0, 16, 4)),
+        "nir_parle": _nir(b, rng),
+        "mobile_parle": " ".join(mobile[i : i + 2] for i in range(0, 10, 2)),
+        "email": b["email"],
+        "said": frozenset(kind for kind, _ in PII_SENTENCES.values() if rng.random() < PII_SHARE),
+    }
+
+
 def _context(b: dict[str, Any]) -> dict[str, str]:
     adv = b["advisor"]
     effet: date = b["date_effet"]
@@ -510,6 +586,7 @@ def _context(b: dict[str, Any]) -> dict[str, str]:
         "ancien_assureur": b["ancien_assureur"],
         "iban_parle": b["iban"],
         "foyer": _foyer(b),
+        **{k: v for k, v in _pii(b["fiche_id"]).items() if k != "said"},
     }
 
 
@@ -583,7 +660,11 @@ def _plan(fiche_id: str) -> dict[str, Any]:
                 block.append((ADVISOR, [p for p in (prefix, sentence) if p], (pos, i), None))
                 reply = rng.choice(script.get("reply") or CLIENT_REPLIES).format(**ctx)
                 event = rng.choice(AUDIO_EVENTS) if rng.random() < 0.08 else None
-                block.append((CLIENT, [reply], None, event))
+                said = [reply]
+                pii = PII_SENTENCES.get((pos, i))
+                if pii is not None and pii[0] in _pii(fiche_id)["said"]:  # no draw from this rng
+                    said.append(pii[1].format(**ctx))
+                block.append((CLIENT, said, None, event))
             body.append(block)
         turns = [
             (ADVISOR, [rng.choice(OPENINGS_FIRST if r == 0 else OPENINGS_NEXT).format(**ctx)], None, None),
@@ -1248,6 +1329,32 @@ def fiche_details_payload(
 # ---------------------------------------------------------------------------------------------
 # Ground truth and expected audit
 # ---------------------------------------------------------------------------------------------
+
+
+def personal_data(fiche_id: str) -> dict[str, Any] | None:
+    """The personal data of a fiche's calls, as said or stored, and which of it the calls say.
+
+    ``{"iban", "carte", "nir", "mobile", "email"}`` are the values in their spoken form (a test
+    also compares them with spaces removed); ``"phones"`` are every phone number of the calls: the
+    client's mobile (national and ``33…`` forms, the latter in the recordings' ``from``/``to`` and
+    file names), the advisor's line and the service client number the advisor gives. ``"said"`` is
+    the set of keys among ``iban``, ``carte``, ``nir``, ``mobile``, ``email``, ``service_tel`` whose
+    value some call of the fiche says. ``None`` for an unknown fiche id.
+    """
+    if parse_fiche_id(str(fiche_id or "").strip()) is None:
+        return None
+    fid = str(fiche_id).strip()
+    plan = _plan(fid)
+    b = plan["base"]
+    pii = _pii(fid)
+    values = {"iban": b["iban"], "carte": pii["carte_parle"], "nir": pii["nir_parle"],
+              "mobile": pii["mobile_parle"], "email": b["email"], "service_tel": SERVICE_TEL}
+    spoken = " ".join(" ".join(sentences) for rec in plan["recordings"] for _, sentences, _, _ in rec["turns"])
+    return {
+        **{k: v for k, v in values.items() if k != "service_tel"},
+        "phones": [b["mobile"], b["mobile_intl"], _advisor_number(b), SERVICE_TEL],
+        "said": {k for k, v in values.items() if v in spoken},
+    }
 
 
 def ground_truth(fiche_id: str) -> dict[tuple[int, int], dict[str, Any]] | None:

@@ -439,3 +439,50 @@ def test_expected_audit_matches_the_scoring_rules():
         crit_fail = any(s["is_critical"] and s["conforme"] != "CONFORME" for s in exp["steps"])
         assert (exp["compliance"].niveau == "REJET") == crit_fail
     assert niveaux["REJET"] >= 10 and niveaux["EXCELLENT"] >= 10 and niveaux["none"] >= 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Personal data in the calls (issue 11): valid values, so the redaction must catch them
+# ---------------------------------------------------------------------------------------------
+
+
+def test_personal_data_is_valid_said_and_redacted():
+    from auditflow_dagster.core.redaction import (
+        iban_is_valid,
+        luhn_is_valid,
+        nir_is_valid,
+        redact_timeline,
+    )
+
+    said = collections.Counter()
+    for fid in _all_ids(DAYS[:2]):
+        p = g.personal_data(fid)
+        digits = {k: p[k].replace(" ", "") for k in ("iban", "carte", "nir", "mobile")}
+        assert iban_is_valid(p["iban"]) and p["iban"].startswith("FR76 ") and len(digits["iban"]) == 27
+        assert luhn_is_valid(digits["carte"]) and len(digits["carte"]) == 16 and digits["carte"][0] == "4"
+        assert nir_is_valid(digits["nir"])
+        assert re.fullmatch(r"0[67]\d{8}", digits["mobile"]) and "@" in p["email"]
+        said.update(p["said"])
+        recs = g.recordings_for_fiche(fid)
+        timeline = [{"recording_index": r, "from_number": rec["from_number"], "to_number": rec["to_number"],
+                     "chunks": chunk_words(g.transcript_for_recording_url(rec["recording_url"])["words"])}
+                    for r, rec in enumerate(recs)]
+        original = json.dumps(timeline, ensure_ascii=False)
+        for key in p["said"]:
+            assert (p[key] if key != "service_tel" else g.SERVICE_TEL) in original, (fid, key)
+        redacted = json.dumps(redact_timeline(timeline), ensure_ascii=False)
+        flat = redacted.replace(" ", "")
+        for value in [*(p[k] for k in ("iban", "carte", "nir", "mobile", "email")), *p["phones"]]:
+            assert value not in redacted and value.replace(" ", "") not in flat, (fid, value)
+    # every kind is said in some calls and not in others
+    n = len(_all_ids(DAYS[:2]))
+    assert all(0 < said[k] < n for k in ("iban", "carte", "nir", "mobile", "email", "service_tel")), said
+
+
+def test_iban_is_a_rib_with_its_key():
+    """Bank (5), branch (5), account (11) and the RIB key: the last two of the 23 digits drawn
+    before this key existed, so the fiche's later draws (quality, recordings, statuses) are unchanged."""
+    for fid in _all_ids(DAYS[:1]):
+        iban = g._base(fid)["iban"].replace(" ", "")
+        bank, branch, account, key = iban[4:9], iban[9:14], iban[14:25], iban[25:]
+        assert int(key) == 97 - (89 * int(bank) + 15 * int(branch) + 3 * int(account)) % 97
