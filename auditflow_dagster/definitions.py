@@ -16,6 +16,7 @@ from dagster import (
 )
 
 from auditflow_dagster.assets.audits import audit_step_results, audits
+from auditflow_dagster.assets.calibration import CALIBRATION_ASSETS
 from auditflow_dagster.assets.checks import AUDIT_CHECKS
 from auditflow_dagster.assets.fiches import fiche_details
 from auditflow_dagster.assets.reports import REPORT_ASSETS
@@ -78,7 +79,7 @@ transcribe_fiche_job = define_asset_job(
 def build_definitions() -> Definitions:
     settings = get_settings()
     return Definitions(
-        assets=[sales_list, *FICHE_ASSETS, audit_step_reruns, *REPORT_ASSETS],
+        assets=[sales_list, *FICHE_ASSETS, audit_step_reruns, *REPORT_ASSETS, *CALIBRATION_ASSETS],
         asset_checks=AUDIT_CHECKS,
         jobs=[audit_fiche_job, fetch_fiche_job, transcribe_fiche_job, sales_day_job, rerun_audit_step_job,
               automation_run_job],

@@ -11,7 +11,7 @@ def test_asset_graph_is_one_lineage():
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert keys == {"sales_list", "fiche_details", "transcripts", "audit_step_results", "audits", "audit_step_reruns",
-                    "daily_compliance_report", "weekly_compliance_report"}
+                    "daily_compliance_report", "weekly_compliance_report", "calibration_report"}
     chain = ["sales_list", "fiche_details", "transcripts", "audit_step_results", "audits"]
     for up, down in zip(chain, chain[1:]):
         assert AssetKey(up) in graph.get(AssetKey(down)).parent_keys, (up, down)
@@ -25,6 +25,9 @@ def test_asset_graph_is_one_lineage():
     daily = graph.get(AssetKey("daily_compliance_report"))
     assert daily.parent_keys == {AssetKey("audits")} and daily.partitions_def.timezone == "Europe/Paris"
     assert graph.get(AssetKey("weekly_compliance_report")).parent_keys == {AssetKey("daily_compliance_report")}
+    calibration = graph.get(AssetKey("calibration_report"))
+    assert calibration.parent_keys == {AssetKey("audits"), AssetKey("audit_step_reruns")}
+    assert calibration.partitions_def is None and calibration.group_name == "reports"
 
 
 def test_jobs_schedules_sensors_checks():
