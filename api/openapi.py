@@ -1059,6 +1059,68 @@ DOCUMENT["paths"].update({
     },
 })
 
+# Calibration (issue 11 §3): AI-vs-human agreement, computed on read from the review/rerun trails
+_AGREEMENT = {"type": "number", "nullable": True, "minimum": 0, "maximum": 1,
+              "description": "agreed / reviewed, a fraction 0..1 (null when nothing was reviewed)"}
+_CALIBRATION_STATS = {
+    "reviewed": {"type": "integer", "description": "AI verdicts reviewed by a human (usable rows)"},
+    "agreed": {"type": "integer", "description": "reviewed verdicts the human kept (the confusion diagonal)"},
+    "agreement_rate": _AGREEMENT,
+    "confusion": {"type": "object", "description": "{AI verdict: {human verdict: count}} over the level's vocabulary "
+                                                   "(PRESENT/ABSENT/PARTIEL/NON_APPLICABLE or CONFORME/NON_CONFORME/"
+                                                   "PARTIEL) plus any other stored value; zeros included",
+                  "additionalProperties": {"type": "object", "additionalProperties": {"type": "integer"}}},
+    "main_confusion": {"type": "object", "nullable": True, "description": "the largest off-diagonal cell",
+                       "properties": {"ai": {"type": "string"}, "human": {"type": "string"},
+                                      "count": {"type": "integer"}}},
+    "rerun_assisted": {"type": "integer", "description": "reviewed items rerun before their final review"},
+    "unrecoverable": {"type": "integer", "description": "reviewed items whose original AI verdict was not "
+                                                       "recorded (excluded from every rate)"},
+    "weekly": {"type": "array", "description": "per ISO week (Europe/Paris) of the final review", "items": {
+        "type": "object", "properties": {"week": {"type": "string", "pattern": r"^\d{4}-W\d{2}$"},
+                                         "reviewed": {"type": "integer"}, "agreed": {"type": "integer"},
+                                         "agreement_rate": _AGREEMENT}}},
+}
+_CALIBRATION_LEVELS = {"type": "object", "properties": {
+    "control_points": {"type": "object", "properties": _CALIBRATION_STATS},
+    "steps": {"type": "object", "properties": _CALIBRATION_STATS}}}
+_CALIBRATION_REPORT = {"type": "object", "properties": {
+    "filters": {"type": "object", "properties": {
+        "config_id": {"type": "integer", "nullable": True},
+        "since": {"type": "string", "format": "date", "nullable": True},
+        "until": {"type": "string", "format": "date", "nullable": True}}},
+    "totals": _CALIBRATION_LEVELS,
+    "configs": {"type": "array", "items": {"type": "object", "properties": {
+        "config_id": {"type": "integer"}, "config_name": {"type": "string", "nullable": True},
+        **_CALIBRATION_LEVELS["properties"]}}},
+    "steps": {"type": "array", "items": {"type": "object", "properties": {
+        "config_id": {"type": "integer"}, "step_position": {"type": "integer"}, "step_name": {"type": "string"},
+        **_CALIBRATION_STATS}}},
+    "control_points": {"type": "array", "items": {"type": "object", "properties": {
+        "config_id": {"type": "integer"}, "step_position": {"type": "integer"}, "step_name": {"type": "string"},
+        "control_point_index": {"type": "integer", "description": "1-based"}, "point": {"type": "string"},
+        **_CALIBRATION_STATS}}}}}
+
+DOCUMENT["paths"].update({
+    "/api/reports/calibration": {
+        "get": {"summary": "AI-vs-human calibration (audits.read, scope ALL: a GROUP or SELF key gets 403 — it "
+                           "aggregates every groupe's reviews). Per control point, step and config: AI verdicts "
+                           "reviewed, agreement rate, confusion and weekly trend. AI verdict = what the audit run "
+                           "stored (the first trail row's previous value); human verdict = the latest review of "
+                           "the item; reruns count as neither side (a rerun that changed a verdict a reviewer then "
+                           "confirmed is a disagreement of the original)",
+                "parameters": [
+                    {"name": "config_id", "in": "query", "schema": {"type": "string", "pattern": r"^\d+$"},
+                     "description": "only this audit config (404 if it does not exist)"},
+                    {"name": "since", "in": "query", "schema": {"type": "string", "format": "date"},
+                     "description": "YYYY-MM-DD, Europe/Paris, inclusive: final reviews from this day"},
+                    {"name": "until", "in": "query", "schema": {"type": "string", "format": "date"},
+                     "description": "YYYY-MM-DD, Europe/Paris, inclusive: reviews after this day are ignored"},
+                ],
+                "responses": {**_ok(_data(_CALIBRATION_REPORT)), **_err(400, 404)}},
+    },
+})
+
 DOCUMENT["components"]["securitySchemes"] = {
     "bearerAuth": {"type": "http", "scheme": "bearer",
                    "description": "An API key (afk_…) or a legacy machine token (API_AUTH_TOKEN(S))"},

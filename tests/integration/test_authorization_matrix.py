@@ -303,6 +303,8 @@ CASES = [
     Case("GET", "/api/realtime/global", ("realtime.read",), "/api/realtime/global", kind="global", sse=True),
     # compliance reports (aggregate every groupe: scope ALL, a GROUP/SELF key gets 403 — tests/integration/test_daily_report.py)
     Case("GET", "/api/reports/daily/{date}", ("audits.read",), "/api/reports/daily/{day}", kind="global"),
+    Case("GET", "/api/reports/calibration", ("audits.read",), "/api/reports/calibration?config_id={cfg}",
+         kind="global"),
     # API keys
     Case("POST", "/api/admin/api-keys", ("admin.write",), "/api/admin/api-keys",
          {"name": "minted", "permissions": ["admin.write"], "scope": "ALL"}),
