@@ -175,11 +175,14 @@ def build_step_prompt(
     extra_instructions: str | None = None,
     product: ProductInfo | None = None,
     product_docs: Mapping[str, list[str]] | None = None,
+    facts: str | None = None,
 ) -> str:
     """The single user message of a prompt-mode step analysis (spec 03 §3.2, sections in order).
 
     1 config system prompt (omitted when empty — legacy printed ``null``) · 2 timeline or excerpt ·
-    3 product context (when the lookup linked a product) · 4 verification block, variant A/B/C
+    2b ``facts``: personal data spoken during the calls, when the timeline is redacted
+    (:func:`auditflow_dagster.core.privacy.facts_section`; omitted when ``None``) · 3 product
+    context (when the lookup linked a product) · 4 verification block, variant A/B/C
     for ``verifyProductInfo`` steps · 5 step header · 6 description (empty, never ``null``), step prompt,
     optional rerun instructions · 7 numbered control points · 8 keywords · 9 analysis rules and
     enum values · 10 closing line.
@@ -191,6 +194,8 @@ def build_step_prompt(
         sections.append(system_prompt)
 
     sections.append(timeline_block)
+    if facts and facts.strip():
+        sections.append(facts.strip())
     sections.extend(_product_blocks(step, product, product_docs))
 
     sections.extend(_step_blocks(step, total_steps=total_steps, extra_instructions=extra_instructions))
@@ -224,16 +229,20 @@ def build_tools_user_prompt(
     extra_instructions: str | None = None,
     product: ProductInfo | None = None,
     product_docs: Mapping[str, list[str]] | None = None,
+    facts: str | None = None,
 ) -> str:
     """The user message of a tools-mode step analysis: blocks 3–8 of §3.2 and a "search first" line.
 
+    ``facts`` (personal data spoken during the calls, redacted timelines only) comes first: the
+    tools return redacted text, so what was said is known from this section only ·
     3 product context · 4 verification block, same variant logic as prompt mode (legacy only
     had vector-store docs here) ·
     5–8 step header, description, instructions, control points, keywords · closing line.
     No timeline: the model reads the transcript through the tools.
     """
     del config  # the config system prompt goes in the system message
-    sections: list[str] = list(_product_blocks(step, product, product_docs))
+    sections: list[str] = [facts.strip()] if facts and facts.strip() else []
+    sections.extend(_product_blocks(step, product, product_docs))
     sections.extend(_step_blocks(step, total_steps=total_steps, extra_instructions=extra_instructions))
     sections.append(_TOOLS_CLOSING)
     return "\n\n".join(sections)
