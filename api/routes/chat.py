@@ -7,6 +7,11 @@ conversation, loads its window and stores the user message — all in one transa
 it closes), ``{"citations"}`` when at least one is valid, ``[DONE]``. A failure after the headers
 went out is ``{"type":"error","error","code":"STREAM_ERROR"}`` then ``[DONE]``. The assistant
 message (markers removed) is stored only when the stream completed.
+
+With ``AUDITFLOW_REDACT_PII`` (default) the model sees the redacted timeline (an audit's redacted
+snapshot, else redacted now), the prospect's e-mail and phone as placeholders, a facts section of
+what was spoken, and the conversation redacted too; citations are validated against that same
+text. The stored messages keep what the user typed (:mod:`auditflow_dagster.core.privacy`).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from api.auth import check_fiches
 from api.common import DIGITS, authorize, db_call, json_body, path_int
 from api.errors import ApiError, not_found, validation_error
 from auditflow_dagster.core import chat as core
+from auditflow_dagster.core import privacy
 from auditflow_dagster.db import chat as chat_db
 from auditflow_dagster.resources.chat_llm import chat_client
 from auditflow_dagster.resources.llm import LlmError, sanitize
@@ -130,11 +136,24 @@ async def fiche_history(request: Request) -> JSONResponse:
 # --------------------------------------------------------------------------------------------- #
 
 
+def _llm_view(fiche: dict[str, Any], timeline: list[dict[str, Any]]
+              ) -> tuple[dict[str, Any], list[dict[str, Any]], str | None]:
+    """The fiche facts, timeline and facts section the model is shown: redacted with
+    AUDITFLOW_REDACT_PII (header numbers filled from file names first, so they are masked too),
+    else as stored and without a facts section."""
+    timeline = core.fill_from_filenames(timeline)
+    if not get_settings().redact_pii:
+        return fiche, timeline, None
+    timeline = privacy.llm_view(timeline)
+    return privacy.redact_fiche_facts(fiche), timeline, privacy.facts_section(timeline)
+
+
 def _prepare(s: Session, *, fiche_id: str, audit_id: int | None, message: str) -> tuple[int, list[dict[str, str]]]:
     conversation = chat_db.get_or_create_conversation(s, fiche_id, audit_id)
     window = [{"role": m.role, "content": m.content} for m in chat_db.window(s, conversation.id)]
     chat_db.add_message(s, conversation.id, "user", message)
-    return conversation.id, core.input_items(window, message)
+    items = core.input_items(window, message)
+    return conversation.id, privacy.redact_chat_items(items) if get_settings().redact_pii else items
 
 
 async def _stream(model: Any, *, conversation_id: int, instructions: str, items: list[dict[str, str]],
@@ -181,9 +200,10 @@ async def audit_chat(request: Request) -> Any:
         check_fiches(s, request, [fiche_id], _audit_missing())
         try:
             source = chat_db.audit_source(s, audit)
-            timeline = core.fill_from_filenames(source["timeline"])
-            context = core.audit_context(fiche=source["fiche"], recordings=source["recordings"],
-                                         audit=source["audit"], steps=source["steps"], timeline=timeline)
+            fiche, timeline, facts = _llm_view(source["fiche"], source["timeline"])
+            context = core.audit_context(fiche=fiche, recordings=source["recordings"],
+                                         audit=source["audit"], steps=source["steps"], timeline=timeline,
+                                         facts=facts)
         except Exception as exc:  # noqa: BLE001 - spec 04 §6 deviation: a context failure is a 404
             log.warning("chat context of audit %s failed: %s", audit_id, sanitize(f"{type(exc).__name__}: {exc}"))
             raise _NoContext() from None
@@ -217,9 +237,9 @@ async def fiche_chat(request: Request) -> Any:
             return None
         try:
             source = chat_db.fiche_source(s, row)
-            timeline = core.fill_from_filenames(source["timeline"])
-            context = core.fiche_context(fiche=source["fiche"], recordings=source["recordings"],
-                                         audits=source["audits"], timeline=timeline)
+            fiche, timeline, facts = _llm_view(source["fiche"], source["timeline"])
+            context = core.fiche_context(fiche=fiche, recordings=source["recordings"],
+                                         audits=source["audits"], timeline=timeline, facts=facts)
         except Exception as exc:  # noqa: BLE001 - spec 04 §6 deviation: a context failure is a 404
             log.warning("chat context of fiche %s failed: %s", fiche_id, sanitize(f"{type(exc).__name__}: {exc}"))
             raise _NoContext() from None

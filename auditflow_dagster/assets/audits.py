@@ -1,7 +1,8 @@
 """``audit_step_results[fiche]`` and ``audits[fiche]``: the audit engine (spec 03 §2).
 
 ``audit_step_results`` creates (or, on a retry, finds) each audit row, freezes its snapshot
-(config + timeline + excerpts) and fans the steps out with bounded asyncio concurrency under the
+(config + timeline + excerpts; with ``AUDITFLOW_REDACT_PII`` the redacted LLM view and what was
+spoken, :mod:`auditflow_dagster.core.privacy`) and fans the steps out with bounded asyncio concurrency under the
 global LLM cap; each step is stored the moment it finishes and a stored step is never recomputed.
 ``audits`` is the finalizer: evidence gating, scoring and the summary, from the stored rows only.
 """
@@ -30,6 +31,7 @@ from auditflow_dagster.assets.runtime import (
     run_async,
 )
 from auditflow_dagster.assets.transcripts import transcripts
+from auditflow_dagster.core import privacy
 from auditflow_dagster.core.audit_config import AuditConfigSpec, AuditStepSpec
 from auditflow_dagster.core.product_context import (
     ProductInfo,
@@ -210,6 +212,8 @@ def audit_step_results(
                                              "failed_phase": "missing_transcription",
                                              "failed_at": iso(now_utc())})
                     return "failed", audit
+                if settings.redact_pii:  # the snapshot freezes what the LLM sees (core/privacy.py)
+                    timeline = privacy.llm_view(timeline)
                 excerpts = {
                     str(st.position): excerpt_text(timeline, st, settings.audit_step_timeline_max_chunks)
                     for st in spec.steps if st.verify_product_info and settings.audit_step_timeline_excerpt
@@ -243,6 +247,8 @@ def audit_step_results(
         base = _base(audit, fiche_id, run_id, timeline)
         mode = base["approach"]["transcript_mode"]
         tools_system = build_tools_system_prompt(snap_spec) if mode == "tools" else None
+        facts = privacy.facts_section(timeline)  # None unless the snapshot is redacted
+        llm_timeline = privacy.tools_view(timeline)
         product = ProductInfo.model_validate(snapshot.product_info) if snapshot.product_info else None
         total = len(snap_spec.steps)
         step_sem = asyncio.Semaphore(settings.audit_step_per_audit_concurrency)
@@ -255,17 +261,17 @@ def audit_step_results(
                     **base, "status": "processing", "step_position": st.position, "step_name": st.name,
                     "total_steps": total, "step_weight": st.weight, "is_critical": st.is_critical}))
                 if mode == "tools":  # the model searches the same frozen timeline gating reads (§5)
-                    prompt = build_tools_user_prompt(snap_spec, st, total_steps=total, product=product)
+                    prompt = build_tools_user_prompt(snap_spec, st, total_steps=total, product=product, facts=facts)
                     extra: dict[str, Any] = {"system_prompt": tools_system, "transcript_mode": "tools"}
                 else:
                     block = snapshot.step_excerpts.get(str(st.position)) or snapshot.timeline_text
-                    prompt = build_step_prompt(snap_spec, st, block, total_steps=total, product=product)
+                    prompt = build_step_prompt(snap_spec, st, block, total_steps=total, product=product, facts=facts)
                     extra = {}
                 error: str | None = None
                 try:
                     async with global_slot("llm", settings.llm_concurrency):
-                        call = await auditor.analyze_step(prompt=prompt, config=snap_spec, step=st, timeline=timeline,
-                                                          **extra)
+                        call = await auditor.analyze_step(prompt=prompt, config=snap_spec, step=st,
+                                                          timeline=llm_timeline, **extra)
                     output, usage, used_model = call.output, call.usage, call.model
                 except Exception as exc:  # noqa: BLE001 - any analyzer failure becomes the fallback (§8)
                     error = str(exc)[:500] or exc.__class__.__name__

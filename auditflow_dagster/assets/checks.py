@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from auditflow_dagster.assets.audits import audits
+from auditflow_dagster.core import privacy
 from auditflow_dagster.core.evidence import invalid_citations
 from auditflow_dagster.core.scoring import StepScoreInput, compute_compliance
 from auditflow_dagster.db.models import (
@@ -69,7 +70,12 @@ def citation_problems(s: Session, audit: Audit, min_quote_chars: int) -> tuple[i
     cites = [{"texte": r.texte, "recording_index": r.recording_index, "chunk_index": r.chunk_index,
               "_where": f"audit {audit.id} step {r.step_position} point {r.control_point_index} citation {r.citation_index}"}
              for r in rows]
-    return len(rows), [c["_where"] for c in invalid_citations(cites, snap.timeline if snap else [], min_quote_chars)]
+    timeline = snap.timeline if snap else []
+    invalid = invalid_citations(cites, timeline, min_quote_chars)
+    if invalid and timeline and not privacy.is_redacted(timeline):
+        # a rerun of an audit frozen before redaction quotes the redacted text it was shown
+        invalid = invalid_citations(invalid, privacy.llm_view(timeline), min_quote_chars)
+    return len(rows), [c["_where"] for c in invalid]
 
 
 def bound_problems(s: Session, audit: Audit) -> list[str]:

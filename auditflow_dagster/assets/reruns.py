@@ -9,6 +9,9 @@ How it differs from the legacy job, on purpose:
   changed since (legacy re-read the current config and rebuilt the timeline);
 * citations are enriched from that timeline, then gated exactly like the finalizer
   (``AUDIT_EVIDENCE_GATING``, ``AUDIT_EVIDENCE_MIN_QUOTE_CHARS``);
+* with ``AUDITFLOW_REDACT_PII`` the snapshot is the redacted LLM view (facts section included in
+  the prompt); a snapshot frozen before redaction is redacted for this rerun's prompt and gating, so
+  no personal data leaves either (:mod:`auditflow_dagster.core.privacy`);
 * a failed analysis fails the run (never a fallback written over a good result) and, on the last
   attempt, publishes ``audit.step_failed {status:"rerun_failed"}`` so the UI spinner stops;
 * ``rerun_id`` is derived from the run's *root* id, so the op retry (1) and a re-execution share it:
@@ -34,10 +37,12 @@ from dagster import (
 
 from auditflow_dagster.assets.audits import audits
 from auditflow_dagster.assets.runtime import in_tx, run_async
+from auditflow_dagster.core import privacy
 from auditflow_dagster.core.audit_config import AuditConfigSpec, AuditStepSpec
 from auditflow_dagster.core.evidence import enrich_citations, gate_step, norm
 from auditflow_dagster.core.product_context import ProductInfo
 from auditflow_dagster.core.prompts import build_step_prompt
+from auditflow_dagster.core.timeline import excerpt_text, timeline_text
 from auditflow_dagster.db import audits as audit_db
 from auditflow_dagster.db import step_edits
 from auditflow_dagster.db.clock import iso, now_utc
@@ -192,6 +197,11 @@ def execute_rerun(cfg: RerunConfig, *, auditor: Any, event_id: str, fiche_id: st
         block = ctx["excerpts"].get(str(step.position)) or ctx["timeline_text"]
         timeline = ctx["timeline"]
         settings = get_settings()
+        if settings.redact_pii and not privacy.is_redacted(timeline):
+            # frozen before redaction (or with it off): redacted now; this rerun is gated against that view
+            timeline = privacy.llm_view(timeline)
+            block = (excerpt_text(timeline, step, settings.audit_step_timeline_max_chunks)
+                     if ctx["excerpts"].get(str(step.position)) else timeline_text(timeline))
         if cfg.control_point_index is None:
             target, extra = step, user_instructions(cfg.custom_prompt)
         else:
@@ -203,9 +213,10 @@ def execute_rerun(cfg: RerunConfig, *, auditor: Any, event_id: str, fiche_id: st
             extra = control_point_instructions(step, i, ctx["previous"], cfg.custom_prompt)
         # always prompt mode, even for a use_rlm audit (spec 04 §1 step 6)
         prompt = build_step_prompt(spec, target, block, total_steps=len(spec.steps), extra_instructions=extra,
-                                   product=product)
+                                   product=product, facts=privacy.facts_section(timeline))
         async with global_slot("llm", settings.llm_concurrency):
-            call = await auditor.analyze_step(prompt=prompt, config=spec, step=target, timeline=timeline)
+            call = await auditor.analyze_step(prompt=prompt, config=spec, step=target,
+                                              timeline=privacy.tools_view(timeline))
         gated = _gate(call.output, step.weight, timeline)
         custom = (cfg.custom_prompt or "").strip()[:MAX_PROMPT_CHARS] or None
         if cfg.control_point_index is None:

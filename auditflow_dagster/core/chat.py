@@ -228,10 +228,13 @@ au lieu de supposer.
 """
 
 
-def _timeline_block(timeline: list[dict[str, Any]]) -> str:
+def _timeline_block(timeline: list[dict[str, Any]], facts: str | None = None) -> str:
+    """The timeline text, then the facts section of a redacted timeline (when given)."""
     if not timeline:
-        return "CHRONOLOGIE\nAucun enregistrement transcrit n'est disponible pour cette fiche.\n"
-    return timeline_text(timeline)
+        text = "CHRONOLOGIE\nAucun enregistrement transcrit n'est disponible pour cette fiche.\n"
+    else:
+        text = timeline_text(timeline)
+    return f"{text}{facts.strip()}\n" if facts and facts.strip() else text
 
 
 def _prospect(fiche: dict[str, Any]) -> str:
@@ -241,10 +244,11 @@ def _prospect(fiche: dict[str, Any]) -> str:
 
 def audit_context(
     *, fiche: dict[str, Any], recordings: dict[str, int], audit: dict[str, Any],
-    steps: list[dict[str, Any]], timeline: list[dict[str, Any]],
+    steps: list[dict[str, Any]], timeline: list[dict[str, Any]], facts: str | None = None,
 ) -> str:
     """System context of an audit chat: analyst persona, fiche, audit summary, one line per step,
-    the full timeline and the citation/anti-hallucination rules."""
+    the full timeline (then ``facts``, the spoken personal data of a redacted timeline) and the
+    citation/anti-hallucination rules."""
     lines = [
         "Tu es un analyste qualité qui aide à comprendre l'audit de conformité d'un appel de vente. "
         "Tu expliques les résultats de l'audit et tu t'appuies sur la transcription des appels.",
@@ -274,15 +278,16 @@ def audit_context(
         )
     else:
         lines.append("- Aucun résultat d'étape enregistré.")
-    return "\n".join(lines) + "\n\n" + _timeline_block(timeline) + "\n" + CITATION_RULES
+    return "\n".join(lines) + "\n\n" + _timeline_block(timeline, facts) + "\n" + CITATION_RULES
 
 
 def fiche_context(
     *, fiche: dict[str, Any], recordings: dict[str, Any], audits: list[dict[str, Any]],
-    timeline: list[dict[str, Any]],
+    timeline: list[dict[str, Any]], facts: str | None = None,
 ) -> str:
-    """System context of a fiche chat: prospect, recording totals, the timeline and every audit of
-    the fiche (newest first; soft-deleted audits are left out by the caller)."""
+    """System context of a fiche chat: prospect, recording totals, the timeline (then ``facts``, as
+    for an audit chat) and every audit of the fiche (newest first; soft-deleted audits are left out
+    by the caller)."""
     minutes = js_number(round(float(recordings.get("seconds", 0) or 0) / 60, 1))
     lines = [
         "Tu es un assistant qui aide un conseiller qualité à analyser un dossier client (fiche) "
@@ -310,7 +315,7 @@ def fiche_context(
         )
     else:
         lines.append("- Aucun audit.")
-    return "\n".join(lines) + "\n\n" + _timeline_block(timeline) + "\n" + CITATION_RULES
+    return "\n".join(lines) + "\n\n" + _timeline_block(timeline, facts) + "\n" + CITATION_RULES
 
 
 def input_items(window: list[dict[str, Any]], message: str) -> list[dict[str, str]]:

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from auditflow_dagster.core import privacy
 from auditflow_dagster.core.audit_config import AuditConfigSpec
 from auditflow_dagster.core.finalize import finalize_audit
 from auditflow_dagster.db import audits as audit_db
@@ -50,6 +51,7 @@ def finalize_running_audit(s: Session, audit: Audit, row: FicheCache, run_id: st
         return {"fiche_id": fiche_id, "audit_id": audit.id, "status": "failed"}
     spec = AuditConfigSpec.model_validate({k: v for k, v in snapshot.config.items() if k != "id"})
     stored = audit_db.load_step_outputs(s, audit.id)
+    # gated against the snapshot: with AUDITFLOW_REDACT_PII the redacted text the LLM saw ("[IBAN]" quotes hold)
     fin = finalize_audit(spec, stored, snapshot.timeline, gating_enabled=settings.audit_evidence_gating,
                          min_quote_chars=settings.audit_evidence_min_quote_chars)
     steps_by_pos = {st.position: st for st in spec.steps}
@@ -81,6 +83,7 @@ def finalize_running_audit(s: Session, audit: Audit, row: FicheCache, run_id: st
     audit.failed_steps = failed_steps
     approach = {"use_rlm": audit.use_rlm, "transcript_mode": "tools" if audit.use_rlm else "prompt"}
     compliance = c.as_result_dict()
+    personal_data = privacy.personal_data_metadata(snapshot.timeline)  # only for a redacted snapshot
     audit.result_data = {
         "audit_db_id": str(audit.id),
         "audit_tracking_id": audit.tracking_id,
@@ -110,6 +113,7 @@ def finalize_running_audit(s: Session, audit: Audit, row: FicheCache, run_id: st
             "approach": approach,
             "evidence_gating": fin.gating.as_dict(),
             "replaced_steps": {str(k): v for k, v in fin.replaced.items()},
+            **({"personal_data": personal_data} if personal_data is not None else {}),
         },
     }
     scores = {"overall_score": c.overall_score_label(), "score_percentage": c.percentage_label(),

@@ -22,6 +22,7 @@ from auditflow_dagster.assets.audits import audit_step_results, audits
 from auditflow_dagster.assets.fiches import fiche_details
 from auditflow_dagster.assets.sales import sales_list
 from auditflow_dagster.assets.transcripts import transcripts
+from auditflow_dagster.core import privacy
 from auditflow_dagster.core.evidence import POINT_NOTE, norm
 from auditflow_dagster.core.prompts import build_tools_system_prompt
 from auditflow_dagster.core.transcript_tools import (
@@ -172,7 +173,9 @@ def test_tools_mode_run_is_gated_like_prompt_mode(fiche_id, dagster_instance):
         for item in body["input"]:
             if item.get("type") == "function_call_output":
                 call = calls[item["call_id"]]
-                expected = run_tool_call(timeline, call["name"], call["arguments"], ToolLimits())
+                # the snapshot is the redacted view (AUDITFLOW_REDACT_PII, default); the tools also see
+                # its recording URLs without the phone numbers of their file names
+                expected = run_tool_call(privacy.tools_view(timeline), call["name"], call["arguments"], ToolLimits())
                 assert item["output"] == tool_output_json(expected)
                 checked += 1
     assert checked == n_steps * (1 + 2)  # round 2 sees 1 output, round 3 sees 2

@@ -27,6 +27,7 @@ from auditflow_dagster.assets.audits import audit_step_results, audits
 from auditflow_dagster.assets.fiches import fiche_details
 from auditflow_dagster.assets.sales import sales_list
 from auditflow_dagster.assets.transcripts import transcripts
+from auditflow_dagster.core import privacy
 from auditflow_dagster.core.timeline import build_timeline, timeline_text
 from auditflow_dagster.db import fiches as fiche_db
 from auditflow_dagster.db.audits import get_snapshot
@@ -467,7 +468,8 @@ def test_timeline_is_the_audit_engine_timeline(client, transcribed):
     assert body["data"]["recordings"] == expected and len(expected) >= 2
     assert body["data"]["text"] == timeline_text(expected)
     assert body["data"]["text"].count("Enregistrement #") == len(expected)
-    # and it is what an audit of this fiche freezes in its snapshot
+    # and it is what an audit of this fiche freezes in its snapshot — as the LLM sees it: redacted
+    # (AUDITFLOW_REDACT_PII, default on; the stored transcript served above keeps the original)
     with session_scope() as s:
         ensure_bundled_config(s)
     assert materialize([fiche_details, transcripts, audit_step_results, audits], partition_key=fiche_id,
@@ -475,7 +477,8 @@ def test_timeline_is_the_audit_engine_timeline(client, transcribed):
     with session_scope() as s:
         audit_id = s.scalar(select(Audit.id).where(Audit.fiche_cache_id == row.id))
         snap = get_snapshot(s, audit_id)
-        assert snap.timeline == body["data"]["recordings"] and snap.timeline_text == body["data"]["text"]
+        frozen = privacy.llm_view(body["data"]["recordings"])
+        assert snap.timeline == frozen and snap.timeline_text == timeline_text(frozen)
     # a recording without a URL drops out, the indices close up
     with session_scope() as s:
         first = fiche_db.recordings_of(s, row.id)[0]
