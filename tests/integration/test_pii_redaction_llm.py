@@ -15,7 +15,8 @@ spoken → point ABSENT, step NON_CONFORME; none → NON_APPLICABLE (nothing to 
 For step 8 it quotes the client's line « c'est [IBAN] » it was shown, and evidence gating, which
 compares quotes with the same redacted text, keeps that quote.
 
-The audit and fiche chats are redacted too (context, prospect e-mail/phone, conversation), and with
+The audit and fiche chats are redacted too (context, prospect e-mail/phone, conversation), reruns
+read the redacted snapshot (one frozen before redaction is redacted for the rerun), and with
 ``AUDITFLOW_REDACT_PII=0`` the audit is exactly what it was before redaction existed.
 """
 
@@ -34,7 +35,9 @@ from sqlalchemy import select
 
 from api.app import create_app
 from auditflow_dagster.assets.audits import audit_step_results, audits
+from auditflow_dagster.assets.checks import citation_problems
 from auditflow_dagster.assets.fiches import fiche_details
+from auditflow_dagster.assets.reruns import RerunConfig, execute_rerun
 from auditflow_dagster.assets.sales import sales_list
 from auditflow_dagster.assets.transcripts import transcripts
 from auditflow_dagster.core.audit_config import AuditStepSpec
@@ -45,6 +48,7 @@ from auditflow_dagster.db import audits as audit_db
 from auditflow_dagster.db.configs import import_config
 from auditflow_dagster.db.models import (
     Audit,
+    AuditSnapshot,
     AuditStepResult,
     AuditStepResultCitation,
     ChatMessage,
@@ -56,7 +60,11 @@ from auditflow_dagster.db.recordings import timeline_input
 from auditflow_dagster.db.session import session_scope
 from auditflow_dagster.resources.crm import CrmResource
 from auditflow_dagster.resources.database import DatabaseResource
-from auditflow_dagster.resources.llm import LlmResource
+from auditflow_dagster.resources.llm import (
+    LlmResource,
+    StepCallResult,
+    validate_step_output,
+)
 from auditflow_dagster.resources.stt import SttResource
 from auditflow_dagster.sample import generator
 from auditflow_dagster.settings import get_settings
@@ -414,3 +422,58 @@ def test_setting_off_is_the_audit_of_before(fiches, dagster_instance, monkeypatc
         assert any(iban in json.dumps(r["json"], ensure_ascii=False) for r in fake.requests)  # sent as before
     finally:
         get_settings.cache_clear()
+
+
+class CapturingAuditor:
+    """A rerun's analyzer: records what it is sent; step 8 point 1 PRESENT quoting the ``[IBAN]`` line."""
+
+    def __init__(self) -> None:
+        self.prompts: list[str] = []
+        self.timelines: list[list[dict[str, Any]]] = []
+
+    async def analyze_step(self, *, prompt, config, step, timeline, **_):
+        self.prompts.append(prompt)
+        self.timelines.append(timeline)
+        points = [_point(p, "ABSENT", [], "-") for p in step.control_points]
+        points[0] = _point(step.control_points[0], "PRESENT", [_citation(*_iban_line_in_text(prompt))], "IBAN donné.")
+        out = {"traite": True, "conforme": "PARTIEL", "minutages": [], "score": 2, "points_controle": points,
+               "mots_cles_trouves": [], "commentaire_global": "-", "niveau_conformite": "ACCEPTABLE",
+               "erreurs_transcription_tolerees": 0}
+        return StepCallResult(output=validate_step_output(out), model="capture")
+
+
+def test_reruns_see_the_redacted_snapshot_even_one_frozen_before_redaction(fiches, redaction, dagster_instance):
+    fiche_id = fiches["full"]
+    run_config = {"ops": {"audit_step_results": {"config": {"audit_config_ids": [fiches["config_id"]]}}}}
+    assert materialize(CHAIN, partition_key=fiche_id, instance=dagster_instance,
+                       resources=_resources(LlmResource(mode="offline")), run_config=run_config).success
+    audit, _, _, snap = _steps(fiche_id)
+    assert audit.status == "completed"
+    secrets = _secrets([fiche_id])
+
+    def rerun(event_id: str) -> list[AuditStepResultCitation]:
+        auditor = CapturingAuditor()
+        out = execute_rerun(RerunConfig(audit_id=audit.id, step_position=BANK_STEP), auditor=auditor,
+                            event_id=event_id, fiche_id=fiche_id)
+        assert out["status"] == "applied"
+        (prompt,) = auditor.prompts
+        assert _leaks(prompt, secrets) == [] and prompt.count(FACTS_HEADER) == 1 and IBAN_FACT in prompt
+        assert _leaks(json.dumps(auditor.timelines[0], ensure_ascii=False), secrets) == []
+        _, _, cites, _ = _steps(fiche_id)
+        return [c for c in cites if c.step_position == BANK_STEP]
+
+    # a snapshot frozen with redaction on
+    kept = rerun("evt-redacted")
+    assert [c.texte for c in kept if c.control_point_index == 1] == [_iban_line_in_text(snap.timeline_text)[2]]
+
+    # a snapshot frozen before redaction existed: redacted for the rerun's prompt and gating
+    with session_scope() as s:
+        row = s.scalar(select(FicheCache).where(FicheCache.fiche_id == fiche_id))
+        original = build_timeline(timeline_input(s, row.id))
+        legacy = s.get(AuditSnapshot, audit.id)
+        legacy.timeline, legacy.timeline_text = original, timeline_text(original)
+    kept = rerun("evt-legacy")
+    assert any("[IBAN]" in c.texte for c in kept if c.control_point_index == 1)  # gating kept the quote
+    with session_scope() as s:  # and the stored-citation check accepts it
+        assert citation_problems(s, s.get(Audit, audit.id), get_settings().audit_evidence_min_quote_chars)[1] == []
+        assert s.get(AuditSnapshot, audit.id).timeline == original  # the frozen snapshot itself is left alone
