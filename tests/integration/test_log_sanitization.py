@@ -19,7 +19,7 @@ from api.app import create_app
 from auditflow_dagster.resources.http_errors import RedactSecrets, redact_secrets
 
 SECRETS = {
-    "openai": "sk-proj-AbCdEf0123456789xyzXYZ",
+    "openai": "sk-proj-FAKE-test-value-not-a-key-0000",
     "bearer": "eyJhbGciOiJIUzI1NiJ9.c2VjcmV0cGFydA",
     "xi": "xi_secret_value_1",
     "api_key": "plainsecret42",
@@ -159,8 +159,8 @@ def test_a_dagster_code_location_process_installs_the_filter():
     code = ("import logging, auditflow_dagster.definitions\n"
             "print(getattr(logging.getLogRecordFactory(), '_auditflow_redacting', False))\n"
             "logging.basicConfig(level=logging.INFO)\n"
-            "logging.getLogger('dagster').info('key sk-abcdefghijklmnopqrstuvwx and total_tokens=9')\n")
+            "logging.getLogger('dagster').info('key sk-FAKE-test-value-not-a-key-1111 and total_tokens=9')\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().endswith("True")
-    assert "sk-abcdefghijklmnopqrstuvwx" not in proc.stderr and "total_tokens=9" in proc.stderr
+    assert "sk-FAKE-test-value-not-a-key-1111" not in proc.stderr and "total_tokens=9" in proc.stderr

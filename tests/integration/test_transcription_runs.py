@@ -35,7 +35,7 @@ from tests.fakes.elevenlabs import FakeElevenLabs
 from tests.fakes.server import Reply, serve_app
 
 ROOT = Path(__file__).resolve().parents[2]
-KEY = "xi-live-5f4e3d2c1b0a99887766554433221100"
+KEY = "xi-test-FAKE-not-a-key-00000000000000"
 SIG = "X-Amz-Signature=deadbeefSECRETsig0123"
 
 
