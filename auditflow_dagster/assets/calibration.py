@@ -11,7 +11,6 @@ materialization shows the whole history in the Dagster UI — markdown tables an
 (matplotlib, Agg, offline) embedded as ``data:`` image URIs, like the compliance reports.
 """
 
-import base64
 from typing import Any
 
 from dagster import (
@@ -25,6 +24,7 @@ from dagster import (
 
 from auditflow_dagster.assets.audits import audits
 from auditflow_dagster.assets.reruns import audit_step_reruns
+from auditflow_dagster.assets.runtime import png_markdown
 from auditflow_dagster.core import calibration as core
 from auditflow_dagster.db import calibration as store
 from auditflow_dagster.resources.database import DatabaseResource
@@ -38,8 +38,6 @@ METHOD = (
 )
 
 
-def _image(title: str, png: bytes) -> MetadataValue:
-    return MetadataValue.md(f"![{title}](data:image/png;base64,{base64.b64encode(png).decode('ascii')})")
 
 
 def _rate(value: float | None) -> float:
@@ -65,8 +63,8 @@ def calibration_metadata(report: dict[str, Any]) -> dict[str, Any]:
         "weekly_trend": MetadataValue.md(md["weekly"]),
         "confusion_control_points": MetadataValue.md(md["confusion_control_points"]),
         "confusion_steps": MetadataValue.md(md["confusion_steps"]),
-        "chart_trend": _image("trend", core.trend_chart_png(report)),
-        "chart_control_points": _image("control points", core.control_point_chart_png(report)),
+        "chart_trend": png_markdown("trend", core.trend_chart_png(report)),
+        "chart_control_points": png_markdown("control points", core.control_point_chart_png(report)),
     }
 
 

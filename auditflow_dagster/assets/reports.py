@@ -16,7 +16,6 @@ embedded in the materialization metadata as ``data:`` image URIs (the UI's markd
   daily rows hold counts and sums (see the core module).
 """
 
-import base64
 from typing import Any
 
 from dagster import (
@@ -31,7 +30,7 @@ from dagster import (
 )
 
 from auditflow_dagster.assets.audits import audits
-from auditflow_dagster.assets.runtime import markdown_table
+from auditflow_dagster.assets.runtime import markdown_table, png_markdown
 from auditflow_dagster.core import reports as core
 from auditflow_dagster.db import reports as store
 from auditflow_dagster.partitions import sales_days
@@ -43,8 +42,6 @@ compliance_weeks = WeeklyPartitionsDefinition(start_date="2020-01-06", timezone=
                                               end_offset=1)
 
 
-def _image(title: str, png: bytes) -> MetadataValue:
-    return MetadataValue.md(f"![{title}](data:image/png;base64,{base64.b64encode(png).decode('ascii')})")
 
 
 def report_metadata(report: dict[str, Any], label: str) -> dict[str, Any]:
@@ -65,10 +62,10 @@ def report_metadata(report: dict[str, Any], label: str) -> dict[str, Any]:
         "top_missed_control_points": MetadataValue.md(md["top_missed_points"]),
         "critical_step_failures": MetadataValue.md(md["critical_steps"]),
         "evidence_gating": MetadataValue.md(md["gating"]),
-        "chart_niveau": _image("niveau", core.niveau_chart_png(report["niveau_counts"], f"Audits per niveau — {label}")),
-        "chart_scores": _image("scores", core.score_histogram_png(report["score_distribution"],
+        "chart_niveau": png_markdown("niveau", core.niveau_chart_png(report["niveau_counts"], f"Audits per niveau — {label}")),
+        "chart_scores": png_markdown("scores", core.score_histogram_png(report["score_distribution"],
                                                                   f"Score distribution — {label}")),
-        "chart_groupes": _image("groupes", core.groupe_compliance_png(report["per_groupe"],
+        "chart_groupes": png_markdown("groupes", core.groupe_compliance_png(report["per_groupe"],
                                                                       f"Compliance per groupe — {label}")),
     }
 

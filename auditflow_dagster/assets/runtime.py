@@ -58,3 +58,13 @@ def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def png_markdown(title: str, png: bytes) -> Any:
+    """A chart in materialization metadata: markdown with the PNG as a base64 data URI (the
+    Dagster UI's markdown renderer shows ``data:`` images)."""
+    import base64
+
+    from dagster import MetadataValue
+
+    return MetadataValue.md(f"![{title}](data:image/png;base64,{base64.b64encode(png).decode('ascii')})")

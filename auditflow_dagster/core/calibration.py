@@ -50,13 +50,12 @@ diagonal equals ``agreed``; weekly counts sum to the totals; groups partition th
 from __future__ import annotations
 
 import datetime as dt
-import io
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from auditflow_dagster.core.scoring import half_up
+from auditflow_dagster.core.report_render import md_table, pct_text, render_png
 
 __all__ = [
     "CONTROL_POINT_VERDICTS",
@@ -241,18 +240,10 @@ def calibration_report(rows: Iterable[ReviewedVerdict | Mapping[str, Any]],
 # --------------------------------------------------------------------------------------------- #
 
 
-def _cell(value: Any) -> str:
-    return "" if value is None else str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def _pct(rate: float | None) -> str:
-    return "–" if rate is None else f"{float(half_up(rate * 100, 1))}%"
 
 
-def _table(headers: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(_cell(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def _confusion_text(main: Mapping[str, Any] | None) -> str:
@@ -266,7 +257,7 @@ def _short(text: str, n: int) -> str:
 
 def _matrix(stats: Mapping[str, Any]) -> str:
     labels = list(stats["confusion"])
-    return _table(["AI ↓ / human →", *labels, "total"],
+    return md_table(["AI ↓ / human →", *labels, "total"],
                   [[a, *(stats["confusion"][a][h] for h in labels), sum(stats["confusion"][a].values())]
                    for a in labels])
 
@@ -277,19 +268,19 @@ def markdown_sections(report: Mapping[str, Any], *, point_chars: int = 90) -> di
     cols = ["reviewed", "agreement", "main confusion (AI → human)", "rerun-assisted", "unrecoverable"]
 
     def stat_cells(s: Mapping[str, Any]) -> list[Any]:
-        return [s["reviewed"], _pct(s["agreement_rate"]), _confusion_text(s["main_confusion"]), s["rerun_assisted"],
+        return [s["reviewed"], pct_text(s["agreement_rate"]), _confusion_text(s["main_confusion"]), s["rerun_assisted"],
                 s["unrecoverable"]]
 
     out: dict[str, str] = {}
-    out["configs"] = _table(["config", "level", *cols], [
+    out["configs"] = md_table(["config", "level", *cols], [
         [f"{c['config_id']}" + (f" — {c['config_name']}" if c["config_name"] else ""), label, *stat_cells(c[key])]
         for c in report["configs"] for key, label in (("control_points", "control points"), ("steps", "steps"))
     ]) if report["configs"] else "no review"
-    out["control_points"] = _table(["config", "step", "#", "control point", *cols], [
+    out["control_points"] = md_table(["config", "step", "#", "control point", *cols], [
         [p["config_id"], f"{p['step_position']}. {p['step_name']}", p["control_point_index"],
          _short(p["point"], point_chars), *stat_cells(p)] for p in report["control_points"]
     ]) if report["control_points"] else "no control-point review"
-    out["steps"] = _table(["config", "step", *cols], [
+    out["steps"] = md_table(["config", "step", *cols], [
         [s["config_id"], f"{s['step_position']}. {s['step_name']}", *stat_cells(s)] for s in report["steps"]
     ]) if report["steps"] else "no step review"
     t = report["totals"]
@@ -298,9 +289,9 @@ def markdown_sections(report: Mapping[str, Any], *, point_chars: int = 90) -> di
 
     def week_cells(key: str, week: str) -> list[Any]:
         w = by[key].get(week)
-        return [0, "–"] if w is None else [w["reviewed"], _pct(w["agreement_rate"])]
+        return [0, "–"] if w is None else [w["reviewed"], pct_text(w["agreement_rate"])]
 
-    out["weekly"] = _table(["ISO week (Europe/Paris)", "control points reviewed", "agreement", "steps reviewed",
+    out["weekly"] = md_table(["ISO week (Europe/Paris)", "control points reviewed", "agreement", "steps reviewed",
                             "agreement"], [[w, *week_cells("control_points", w), *week_cells("steps", w)]
                                            for w in weeks]) if weeks else "no review"
     out["confusion_control_points"] = _matrix(t["control_points"])
@@ -313,16 +304,6 @@ def markdown_sections(report: Mapping[str, Any], *, point_chars: int = 90) -> di
 # --------------------------------------------------------------------------------------------- #
 
 
-def _png(draw: Callable[[Any, Any], None], *, size: tuple[float, float] = (6.4, 3.6)) -> bytes:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=size, dpi=90, layout="constrained")
-    FigureCanvasAgg(fig)
-    draw(fig, fig.subplots())
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    return buf.getvalue()
 
 
 def trend_chart_png(report: Mapping[str, Any], title: str = "AI-vs-human agreement per ISO week") -> bytes:
@@ -349,7 +330,7 @@ def trend_chart_png(report: Mapping[str, Any], title: str = "AI-vs-human agreeme
         else:
             ax.text(0.5, 0.5, "no review", transform=ax.transAxes, ha="center", va="center")
 
-    return _png(draw)
+    return render_png(draw)
 
 
 def control_point_chart_png(report: Mapping[str, Any], top: int = 15,
@@ -374,4 +355,4 @@ def control_point_chart_png(report: Mapping[str, Any], top: int = 15,
         if not rows:
             ax.text(0.5, 0.5, "no control-point review", transform=ax.transAxes, ha="center", va="center")
 
-    return _png(draw, size=(7.2, max(2.4, 0.32 * len(rows) + 1.2)))
+    return render_png(draw, size=(7.2, max(2.4, 0.32 * len(rows) + 1.2)))

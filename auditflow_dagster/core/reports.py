@@ -28,7 +28,6 @@ hundredths (integers) and means rounded half-up to 2 decimals, like PostgreSQL's
 from __future__ import annotations
 
 import datetime as dt
-import io
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from fractions import Fraction
@@ -36,6 +35,7 @@ from typing import Any
 
 import pandas as pd
 
+from auditflow_dagster.core.report_render import md_table, pct_text, render_png
 from auditflow_dagster.core.scoring import half_up
 
 __all__ = [
@@ -369,18 +369,10 @@ def weekly_rollups(daily: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str
 # --------------------------------------------------------------------------------------------- #
 
 
-def _cell(value: Any) -> str:
-    return "" if value is None else str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def _pct(rate: float | None) -> str:
-    return "–" if rate is None else f"{float(half_up(rate * 100, 1))}%"
 
 
-def _table(headers: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(_cell(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def markdown_sections(report: Mapping[str, Any], *, advisors: int = 5) -> dict[str, str]:
@@ -390,11 +382,11 @@ def markdown_sections(report: Mapping[str, Any], *, advisors: int = 5) -> dict[s
     n = t["audits"]
     niveau = report["niveau_counts"]
     out = {
-        "niveau_counts": _table(["niveau", "audits", "share"],
-                                [[k, v, _pct(v / n if n else None)] for k, v in niveau.items()]
-                                + [["**total**", n, _pct(1.0 if n else None)]]),
-        "per_groupe": _table(["groupe", "audits", "mean score %", "compliant", "REJET", "critical failed"],
-                             [[g["groupe"], g["audits"], g["mean_score"], _pct(g["compliant_rate"]), g["rejet"],
+        "niveau_counts": md_table(["niveau", "audits", "share"],
+                                [[k, v, pct_text(v / n if n else None)] for k, v in niveau.items()]
+                                + [["**total**", n, pct_text(1.0 if n else None)]]),
+        "per_groupe": md_table(["groupe", "audits", "mean score %", "compliant", "REJET", "critical failed"],
+                             [[g["groupe"], g["audits"], g["mean_score"], pct_text(g["compliant_rate"]), g["rejet"],
                                g["critical_failed"]] for g in report["per_groupe"]]) if report["per_groupe"]
         else "no audit",
     }
@@ -402,31 +394,31 @@ def markdown_sections(report: Mapping[str, Any], *, advisors: int = 5) -> dict[s
     headers = ["rank", "advisor", "groupe", "audits", "mean score %", "compliant", "REJET"]
 
     def adv_row(i: int, r: dict[str, Any]) -> list[Any]:
-        return [i, r["advisor"], r["groupe"], r["audits"], r["mean_score"], _pct(r["compliant_rate"]), r["rejet"]]
+        return [i, r["advisor"], r["groupe"], r["audits"], r["mean_score"], pct_text(r["compliant_rate"]), r["rejet"]]
 
     if not ranked:
         out["advisors_top_bottom"] = "no audit"
     elif len(ranked) <= 2 * advisors:
-        out["advisors_top_bottom"] = _table(headers, [adv_row(i, r) for i, r in enumerate(ranked, 1)])
+        out["advisors_top_bottom"] = md_table(headers, [adv_row(i, r) for i, r in enumerate(ranked, 1)])
     else:
         top = [adv_row(i, r) for i, r in enumerate(ranked[:advisors], 1)]
         bottom = [adv_row(len(ranked) - advisors + i, r) for i, r in enumerate(ranked[-advisors:], 1)]
-        out["advisors_top_bottom"] = (f"**Top {advisors}**\n\n" + _table(headers, top)
-                                      + f"\n\n**Bottom {advisors}**\n\n" + _table(headers, bottom))
-    out["top_missed_points"] = _table(
+        out["advisors_top_bottom"] = (f"**Top {advisors}**\n\n" + md_table(headers, top)
+                                      + f"\n\n**Bottom {advisors}**\n\n" + md_table(headers, bottom))
+    out["top_missed_points"] = md_table(
         ["#", "step", "control point", "missed (ABSENT)", "partial", "evaluated", "missed rate"],
         [[i, f"{r['step_position']}. {r['step_name']}", r["point"], r["missed"], r["partial"], r["evaluated"],
-          _pct(r["missed_rate"])] for i, r in enumerate(report["top_missed_points"], 1)],
+          pct_text(r["missed_rate"])] for i, r in enumerate(report["top_missed_points"], 1)],
     ) if report["top_missed_points"] else "no control point missed"
-    out["critical_steps"] = _table(
+    out["critical_steps"] = md_table(
         ["step", "evaluated", "failed", "failure rate"],
-        [[f"{r['step_position']}. {r['step_name']}", r["evaluated"], r["failed"], _pct(r["failure_rate"])]
+        [[f"{r['step_position']}. {r['step_name']}", r["evaluated"], r["failed"], pct_text(r["failure_rate"])]
          for r in report["critical_steps"]],
     ) if report["critical_steps"] else "no critical step evaluated"
     g = report["gating"]
-    out["gating"] = _table(["evidence gating", "count"], [
+    out["gating"] = md_table(["evidence gating", "count"], [
         ["citations checked", g["total_citations"]], ["citations removed", g["removed_citations"]],
-        ["removed rate", _pct(g["removed_rate"])], ["control points downgraded", g["downgraded_control_points"]],
+        ["removed rate", pct_text(g["removed_rate"])], ["control points downgraded", g["downgraded_control_points"]],
         ["steps with score reduced", g["steps_score_reduced"]], ["steps with verdict adjusted", g["steps_conforme_adjusted"]],
         ["audits with a citation removed", g["audits_with_removed_citations"]]])
     return out
@@ -440,16 +432,6 @@ NIVEAU_COLORS = {"EXCELLENT": "#1b7837", "BON": "#5aae61", "ACCEPTABLE": "#f1a34
                  "REJET": "#b2182b"}
 
 
-def _png(draw: Any, *, size: tuple[float, float] = (6.4, 3.6)) -> bytes:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=size, dpi=90, layout="constrained")
-    FigureCanvasAgg(fig)
-    draw(fig, fig.subplots())
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})  # no version string: same data, same bytes
-    return buf.getvalue()
 
 
 def _integer_locator() -> Any:
@@ -470,7 +452,7 @@ def niveau_chart_png(niveau_counts: Mapping[str, int], title: str = "Audits per 
         ax.set_ylim(0, max([*values, 1]) * 1.15)
         ax.yaxis.set_major_locator(_integer_locator())
 
-    return _png(draw)
+    return render_png(draw)
 
 
 def score_histogram_png(score_distribution: Sequence[Mapping[str, Any]], title: str = "Score distribution") -> bytes:
@@ -488,7 +470,7 @@ def score_histogram_png(score_distribution: Sequence[Mapping[str, Any]], title: 
         ax.set_ylim(0, max([*counts, 1]) * 1.15)
         ax.yaxis.set_major_locator(_integer_locator())
 
-    return _png(draw)
+    return render_png(draw)
 
 
 def groupe_compliance_png(per_groupe: Sequence[Mapping[str, Any]], title: str = "Compliance per groupe") -> bytes:
@@ -507,4 +489,4 @@ def groupe_compliance_png(per_groupe: Sequence[Mapping[str, Any]], title: str = 
         if not rows:
             ax.text(0.5, 0.5, "no audit", transform=ax.transAxes, ha="center", va="center")
 
-    return _png(draw, size=(6.4, max(2.4, 0.45 * len(rows) + 1.2)))
+    return render_png(draw, size=(6.4, max(2.4, 0.45 * len(rows) + 1.2)))
