@@ -208,7 +208,6 @@ class Settings(BaseSettings):
         default=0, validation_alias=_env("AUTOMATION_MAX_RECORDINGS_PER_FICHE"))
     automation_hard_max_recordings_per_fiche: int = Field(
         default=50, validation_alias=_env("AUTOMATION_HARD_MAX_RECORDINGS_PER_FICHE"))
-    automation_day_concurrency: int = Field(default=3, validation_alias=_env("AUTOMATION_DAY_CONCURRENCY"))
     #: Signs automation webhooks (same headers as the fiches webhooks); unset ⇒ unsigned.
     automation_webhook_secret: SecretStr = Field(
         default=SecretStr(""), validation_alias=_env("AUTOMATION_WEBHOOK_SECRET"))
@@ -223,7 +222,7 @@ class Settings(BaseSettings):
     @field_validator("automation_scheduler_window_minutes", "automation_stale_threshold_ms",
                      "automation_scheduler_stale_grace_ms", "automation_revalidation_cooldown_ms",
                      "automation_max_recordings_per_fiche", "automation_hard_max_recordings_per_fiche",
-                     "automation_day_concurrency", "smtp_port", "smtp_timeout_ms", mode="before")
+                     "smtp_port", "smtp_timeout_ms", mode="before")
     @classmethod
     def _automation_numbers(cls, v: object, info: object) -> object:
         """Malformed numbers fall back to the default, and floors apply (spec 05 §2.6, §5.4, §7):
@@ -231,10 +230,10 @@ class Settings(BaseSettings):
         defaults = {"automation_scheduler_window_minutes": 20, "automation_stale_threshold_ms": 18_000_000,
                     "automation_scheduler_stale_grace_ms": 1_800_000,
                     "automation_revalidation_cooldown_ms": 1_800_000, "automation_max_recordings_per_fiche": 0,
-                    "automation_hard_max_recordings_per_fiche": 50, "automation_day_concurrency": 3,
+                    "automation_hard_max_recordings_per_fiche": 50,
                     "smtp_port": 587, "smtp_timeout_ms": 10_000}
         floors = {"automation_scheduler_window_minutes": 5, "automation_stale_threshold_ms": 60_000,
-                  "automation_scheduler_stale_grace_ms": 60_000, "automation_day_concurrency": 1,
+                  "automation_scheduler_stale_grace_ms": 60_000,
                   "smtp_timeout_ms": 1_000, "automation_hard_max_recordings_per_fiche": 1}
         name = getattr(info, "field_name", "")
         try:

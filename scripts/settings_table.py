@@ -140,7 +140,6 @@ DESCRIPTIONS: dict[str, str] = {
     "automation_scheduler_stale_grace_ms": "grace added to the stale threshold (at least 60000)",
     "automation_max_recordings_per_fiche": "fiches with more recordings are ignored (0 → the hard max)",
     "automation_hard_max_recordings_per_fiche": "upper bound of the recordings threshold (at least 1)",
-    "automation_day_concurrency": "not read by the code at present (validated: at least 1)",
     "smtp_host": "automation e-mails: SMTP host (no host or no sender → e-mails skipped with a run log line)",
     "smtp_port": "SMTP port",
     "smtp_secure": "`1`/`true` → implicit TLS (also on port 465)",
