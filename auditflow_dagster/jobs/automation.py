@@ -207,30 +207,42 @@ def _select(context: OpExecutionContext, run_id: int, crm: CrmResource, db: Data
     known = set(context.instance.get_dynamic_partitions(FICHES_PARTITIONS_NAME))
     materialized: list[AssetMaterialization] = []
 
-    async def fetch(day: dt.date) -> dict[str, Any]:
-        async with crm.client(auth_token=api_key) as client:
-            async with global_slot("crm_sales_search", settings.fiche_sales_search_concurrency):
-                return await client.sales_with_calls(day, day, include_recordings=True)
+    with db.session() as s:
+        fresh = {k for k in days if (t := runs_db.day_revalidated_at(s, k)) is not None and now_utc() - t < cooldown}
+    stale = [(k, d) for k, d in zip(days, day_dates) if k not in fresh]
 
-    for day_key, day in zip(days, day_dates):
-        with db.session() as s:
-            fresh = runs_db.day_revalidated_at(s, day_key)
-        if fresh is not None and now_utc() - fresh < cooldown:
+    async def fetch_stale() -> dict[str, dict[str, Any] | str]:
+        """One CRM client for every day the cache cannot answer; a failed day maps to its error."""
+        out: dict[str, dict[str, Any] | str] = {}
+        try:
+            async with crm.client(auth_token=api_key) as client:
+                for key, day in stale:
+                    try:
+                        async with global_slot("crm_sales_search", settings.fiche_sales_search_concurrency):
+                            out[key] = await client.sales_with_calls(day, day, include_recordings=True)
+                    except Exception as exc:  # noqa: BLE001 - that day falls back to the cache (§3.3)
+                        out[key] = str(exc)[:500] or exc.__class__.__name__
+        except Exception as exc:  # noqa: BLE001 - no client: every stale day falls back to the cache
+            for key, _ in stale:
+                out.setdefault(key, str(exc)[:500] or exc.__class__.__name__)
+        return out
+
+    answers = run_async(fetch_stale) if stale else {}
+    for day_key in days:
+        if day_key in fresh:
             with db.session() as s:
                 rows = runs_db.cached_day(s, day_key)
                 runs_db.log(s, run_id, "info", f"Sales list {day_key} from cache (revalidated within the cooldown)",
                             {"date": day_key, "fiches": len(rows)})
             candidates += rows
             continue
-        try:
-            payload = run_async(lambda d=day: fetch(d))
-        except Exception as exc:  # noqa: BLE001 - a day's CRM failure falls back to the cache (§3.3)
-            error = str(exc)[:500] or exc.__class__.__name__
-            failures.append({"date": day_key, "error": error})
+        payload = answers[day_key]
+        if isinstance(payload, str):
+            failures.append({"date": day_key, "error": payload})
             with db.session() as s:
                 rows = runs_db.cached_day(s, day_key)
                 runs_db.log(s, run_id, "warning", f"Sales list {day_key} failed; using {len(rows)} cached fiche(s)",
-                            {"date": day_key, "error": error})
+                            {"date": day_key, "error": payload})
             candidates += rows
             continue
         items = payload.get("fiches") or []
