@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import time
 import zoneinfo
 from email import message_from_bytes
@@ -89,27 +88,13 @@ def partner():
 
 @pytest.fixture(scope="module")
 def stack(databases, tmp_path_factory, mailbox, partner):
-    from auditflow_dagster.settings import get_settings
-    from auditflow_dagster.stack import Stack
+    from tests.e2e.running import running_stack
 
-    env = {"AUDITFLOW_CRM": "http", "WEBHOOK_ALLOWED_ORIGINS": partner.origin, "SMTP_HOST": "127.0.0.1",
-           "SMTP_PORT": str(mailbox.port), "SMTP_FROM": "auditflow@brokerage.test",
+    env = {"AUDITFLOW_CRM": "http", "FICHE_API_BASE_URL": None, "WEBHOOK_ALLOWED_ORIGINS": partner.origin,
+           "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(mailbox.port), "SMTP_FROM": "auditflow@brokerage.test",
            "AUTOMATION_WEBHOOK_SECRET": SECRET}
-    saved = {k: os.environ.get(k) for k in [*env, "FICHE_API_BASE_URL"]}
-    os.environ.update(env)
-    os.environ.pop("FICHE_API_BASE_URL", None)
-    get_settings.cache_clear()
-    s = Stack(log_dir=tmp_path_factory.mktemp("automation_stack_logs"))
-    try:
-        with s:
-            yield s
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        get_settings.cache_clear()
+    with running_stack(tmp_path_factory.mktemp("automation_stack_logs"), env) as s:
+        yield s
 
 
 def wait_for(fn, timeout: float, what: str):

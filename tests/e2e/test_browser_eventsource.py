@@ -38,26 +38,12 @@ DAY = dt.date(2025, 11, 5)  # a day no other e2e module touches
 def stack(databases, tmp_path_factory):
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium)")
-    from auditflow_dagster.settings import get_settings
-    from auditflow_dagster.stack import Stack
+    from tests.e2e.running import running_stack
 
-    keys = ("AUDITFLOW_CRM", "FICHE_API_BASE_URL", "AUDITFLOW_AUTH")
-    saved = {k: os.environ.get(k) for k in keys}
-    os.environ["AUDITFLOW_CRM"] = "http"
-    os.environ.pop("FICHE_API_BASE_URL", None)
-    os.environ["AUDITFLOW_AUTH"] = "off"  # every child process inherits it (Stack.child_env)
-    get_settings.cache_clear()
-    s = Stack(log_dir=tmp_path_factory.mktemp("browser_stack_logs"))
-    try:
-        with s:
-            yield s
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        get_settings.cache_clear()
+    # AUDITFLOW_AUTH=off: every child process inherits it (Stack.child_env)
+    with running_stack(tmp_path_factory.mktemp("browser_stack_logs"), {
+            "AUDITFLOW_CRM": "http", "FICHE_API_BASE_URL": None, "AUDITFLOW_AUTH": "off"}) as s:
+        yield s
 
 
 def channel_rows(channel: str) -> list[tuple[int, str]]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import time
 from decimal import Decimal
 
@@ -71,25 +70,12 @@ def receiver():
 
 @pytest.fixture(scope="module")
 def stack(databases, tmp_path_factory, receiver):
-    from auditflow_dagster.settings import get_settings
-    from auditflow_dagster.stack import Stack
+    from tests.e2e.running import running_stack
 
-    saved = {k: os.environ.get(k) for k in ("AUDITFLOW_CRM", "FICHE_API_BASE_URL", "WEBHOOK_ALLOWED_ORIGINS")}
-    os.environ["AUDITFLOW_CRM"] = "http"
-    os.environ.pop("FICHE_API_BASE_URL", None)
-    os.environ["WEBHOOK_ALLOWED_ORIGINS"] = receiver.origin  # the local partner endpoint (loopback)
-    get_settings.cache_clear()
-    s = Stack(log_dir=tmp_path_factory.mktemp("stack_logs"))
-    try:
-        with s:
-            yield s
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        get_settings.cache_clear()
+    # the local partner endpoint (loopback) is an allowed webhook origin
+    with running_stack(tmp_path_factory.mktemp("stack_logs"), {
+            "AUDITFLOW_CRM": "http", "FICHE_API_BASE_URL": None, "WEBHOOK_ALLOWED_ORIGINS": receiver.origin}) as s:
+        yield s
 
 
 def read_sse(url: str, *, last_event_id: str | None = None, timeout: float = 240.0) -> list[dict]:
