@@ -106,3 +106,15 @@ def dagster_instance(databases: dict[str, str]) -> Iterator[object]:
         for key in instance.get_dynamic_partitions("fiches"):
             instance.delete_dynamic_partition("fiches", key)
         yield instance
+
+
+@pytest.fixture()
+def auth_on(db, monkeypatch) -> Iterator[None]:
+    """API auth switched on for one test (the session runs with it off), no machine tokens."""
+    monkeypatch.setenv("AUDITFLOW_AUTH", "on")
+    monkeypatch.delenv("API_AUTH_TOKEN", raising=False)
+    monkeypatch.delenv("API_AUTH_TOKENS", raising=False)
+    get_settings.cache_clear()
+    yield
+    monkeypatch.undo()
+    get_settings.cache_clear()

@@ -37,7 +37,6 @@ from auditflow_dagster.db.models import (
     Recording,
 )
 from auditflow_dagster.db.session import session_scope
-from auditflow_dagster.settings import get_settings
 from tests.fakes.server import serve_app
 
 DAY = "2026-03-10"
@@ -118,17 +117,6 @@ def _fiche(s, fiche_id: str, groupe: str, user: str) -> FicheCache:
     s.flush()
     s.add(FicheCacheInformation(fiche_cache_id=row.id, groupe=groupe, attribution_user_id=user))
     return row
-
-
-@pytest.fixture()
-def auth_on(db, monkeypatch):
-    monkeypatch.setenv("AUDITFLOW_AUTH", "on")
-    monkeypatch.delenv("API_AUTH_TOKEN", raising=False)
-    monkeypatch.delenv("API_AUTH_TOKENS", raising=False)
-    get_settings.cache_clear()
-    yield
-    monkeypatch.undo()
-    get_settings.cache_clear()
 
 
 @pytest.fixture()

@@ -44,7 +44,6 @@ from auditflow_dagster.db.configs import (
 from auditflow_dagster.db.models import Audit, FicheCache
 from auditflow_dagster.db.session import session_scope
 from auditflow_dagster.resources.database import DatabaseResource
-from auditflow_dagster.settings import get_settings
 
 PARIS = ZoneInfo("Europe/Paris")
 STATUTS = ["PRESENT", "ABSENT", "PARTIEL", "NON_APPLICABLE"]
@@ -471,17 +470,6 @@ def test_endpoint_errors(world):
     r = c.get("/api/reports/calibration?config_id=999999")
     assert r.status_code == 404 and r.json() == {"success": False, "error": "Audit config not found",
                                                    "code": "NOT_FOUND"}
-
-
-@pytest.fixture()
-def auth_on(db, monkeypatch):
-    monkeypatch.setenv("AUDITFLOW_AUTH", "on")
-    monkeypatch.delenv("API_AUTH_TOKEN", raising=False)
-    monkeypatch.delenv("API_AUTH_TOKENS", raising=False)
-    get_settings.cache_clear()
-    yield
-    monkeypatch.undo()
-    get_settings.cache_clear()
 
 
 def test_endpoint_needs_audits_read_and_scope_all(auth_on):

@@ -36,7 +36,6 @@ from auditflow_dagster.db.models import (
 )
 from auditflow_dagster.db.session import session_scope
 from auditflow_dagster.sample import generator
-from auditflow_dagster.settings import get_settings
 from tests.integration.test_assets import CHAIN, DAY, _resources
 
 IMAGE = re.compile(r"!\[[^\]]*\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)")
@@ -261,17 +260,6 @@ def test_endpoint_errors(stored_report, client):
     for bad in ("2026-02-30", "2026-13-01", "20260310", "yesterday", "2026-3-10"):
         reply = client.get(f"/api/reports/daily/{bad}")
         assert reply.status_code == 400 and reply.json()["code"] == "VALIDATION_ERROR", bad
-
-
-@pytest.fixture()
-def auth_on(db, monkeypatch):
-    monkeypatch.setenv("AUDITFLOW_AUTH", "on")
-    monkeypatch.delenv("API_AUTH_TOKEN", raising=False)
-    monkeypatch.delenv("API_AUTH_TOKENS", raising=False)
-    get_settings.cache_clear()
-    yield
-    monkeypatch.undo()
-    get_settings.cache_clear()
 
 
 def test_endpoint_needs_audits_read_and_scope_all(stored_report, auth_on):
