@@ -42,6 +42,7 @@ from auditflow_dagster.sensors.batches import audit_batches_progress
 from auditflow_dagster.sensors.day_pipeline import sales_day_fiches_backfill
 from auditflow_dagster.sensors.lifecycle import partition_lifecycle
 from auditflow_dagster.sensors.progress import progressive_fetch_watchdog
+from auditflow_dagster.sensors.reports import compliance_reports_trigger
 from auditflow_dagster.sensors.run_endings import run_endings
 from auditflow_dagster.sensors.webhooks import webhook_deliveries_sensor
 from auditflow_dagster.settings import get_settings
@@ -86,7 +87,7 @@ def build_definitions() -> Definitions:
         schedules=[daily_sales_schedule, revalidation_schedule],
         sensors=[sales_day_fiches_backfill, webhook_deliveries_sensor, progressive_fetch_watchdog, partition_lifecycle,
                  audit_watchdog, audit_batches_progress, automation_runs_progress,
-                 automation_scheduler, run_endings],
+                 automation_scheduler, run_endings, compliance_reports_trigger],
         executor=in_process_executor,
         resources={
             "crm": CrmResource.from_settings(settings),

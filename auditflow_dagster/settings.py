@@ -164,6 +164,11 @@ class Settings(BaseSettings):
     run_retention_days: int = Field(default=30, validation_alias=_env("AUDITFLOW_RUN_RETENTION_DAYS"))
     #: realtime events (the SSE outbox) older than this are pruned; 0 keeps them forever
     event_retention_hours: float = Field(default=168.0, validation_alias=_env("AUDITFLOW_EVENT_RETENTION_HOURS"))
+    #: compliance reports (issue 10): a day's report is rebuilt once its audits have not changed for
+    #: this long and none is pending or running
+    report_settle_seconds: int = Field(default=120, validation_alias=_env("AUDITFLOW_REPORT_SETTLE_SECONDS"))
+    #: the report trigger only scans audits changed within this many days (older days keep their report)
+    report_lookback_days: int = Field(default=7, validation_alias=_env("AUDITFLOW_REPORT_LOOKBACK_DAYS"))
 
     # --- progressive date-range fetch and webhooks (spec 01 §4, §5; spec 06 §3) ---------------
     progressive_fetch_max_range_days: int = Field(

@@ -33,6 +33,7 @@ from auditflow_dagster.assets.audits import audits
 from auditflow_dagster.assets.runtime import markdown_table, png_markdown
 from auditflow_dagster.core import reports as core
 from auditflow_dagster.db import reports as store
+from auditflow_dagster.db.clock import now_utc
 from auditflow_dagster.partitions import sales_days
 from auditflow_dagster.resources.database import DatabaseResource
 
@@ -85,11 +86,12 @@ def daily_compliance_report(context: AssetExecutionContext, db: DatabaseResource
     days = list(context.partition_keys)
     reports: dict[str, dict[str, Any]] = {}
     for day in days:
+        read_at = now_utc()
         with db.session() as s:
             rows = store.day_rows(s, day)
         reports[day] = core.daily_report(*rows)
         with db.session() as s:
-            store.upsert_daily(s, day, reports[day], context.run_id)
+            store.upsert_daily(s, day, reports[day], context.run_id, generated_at=read_at)
         context.log.info("daily compliance report %s: %s audits", day, reports[day]["totals"]["audits"])
     last = days[-1]
     metadata = report_metadata(reports[last], last)
@@ -117,11 +119,12 @@ def weekly_compliance_report(context: AssetExecutionContext, db: DatabaseResourc
     for key in context.partition_keys:
         week = core.iso_week_key(key)
         days = core.week_days(week)
+        read_at = now_utc()
         with db.session() as s:
             daily = store.daily_reports(s, days)
         report = core.rollup_reports(daily[d] for d in sorted(daily))
         with db.session() as s:
-            store.upsert_weekly(s, week, days[0], sorted(daily), report, context.run_id)
+            store.upsert_weekly(s, week, days[0], sorted(daily), report, context.run_id, generated_at=read_at)
         missing = [d for d in days if d not in daily]
         if missing:
             context.log.warning("weekly report %s: no daily report for %s", week, ", ".join(missing))

@@ -30,6 +30,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
@@ -490,3 +491,55 @@ def groupe_compliance_png(per_groupe: Sequence[Mapping[str, Any]], title: str = 
             ax.text(0.5, 0.5, "no audit", transform=ax.transAxes, ha="center", va="center")
 
     return render_png(draw, size=(6.4, max(2.4, 0.45 * len(rows) + 1.2)))
+
+
+# --------------------------------------------------------------------------------------------- #
+# When a report is due (the ``compliance_reports_trigger`` sensor)
+# --------------------------------------------------------------------------------------------- #
+
+
+@dataclass(frozen=True)
+class DayActivity:
+    """The audits of one sales day as the trigger sees them: when one last changed, and whether
+    one is still pending or running (the day has not settled)."""
+
+    day: str
+    last_change: dt.datetime
+    busy: bool
+
+
+def days_due(activity: Iterable[DayActivity], generated: Mapping[str, dt.datetime], *, now: dt.datetime,
+             settle: dt.timedelta) -> list[tuple[str, dt.datetime]]:
+    """Days whose daily report must be (re)built, with the audit change it will cover.
+
+    A day is due when an audit changed after its report's ``generated_at`` (or it has no report),
+    no audit of the day is still pending or running, and the last change is at least ``settle``
+    old — so a day audited by a backfill gets one report when its last fiche finishes, not one per
+    fiche. ``generated_at`` is the moment the report *read* its rows, so a change that lands while
+    a report is being built makes the day due again."""
+    due = []
+    for a in sorted(activity, key=lambda a: a.day):
+        report_at = generated.get(a.day)
+        if report_at is not None and report_at >= a.last_change:
+            continue
+        if a.busy or now - a.last_change < settle:
+            continue
+        due.append((a.day, a.last_change))
+    return due
+
+
+def week_partition_key(day: str) -> str:
+    """The ``weekly_compliance_report`` partition of a day: the Monday of its ISO week."""
+    return week_days(iso_week_key(day))[0]
+
+
+def weeks_due(daily_generated: Mapping[str, dt.datetime],
+              weekly_generated: Mapping[str, dt.datetime]) -> list[tuple[str, dt.datetime]]:
+    """Weeks (Monday keys) whose roll-up is older than one of their daily reports, with the newest
+    daily report it will include. ``weekly_generated`` is keyed by Monday too."""
+    newest: dict[str, dt.datetime] = {}
+    for day, at in daily_generated.items():
+        monday = week_partition_key(day)
+        newest[monday] = max(at, newest.get(monday, at))
+    return [(monday, at) for monday, at in sorted(newest.items())
+            if weekly_generated.get(monday) is None or weekly_generated[monday] < at]

@@ -305,6 +305,7 @@ class Audit(Base):
     __table_args__ = (
         Index("ix_audits_fiche_config_latest", "fiche_cache_id", "audit_config_id", "is_latest"),
         Index("ix_audits_status", "status"),
+        Index("ix_audits_updated_at", "updated_at"),
         Index("ix_audits_created_at", "created_at"),
     )
     id: Mapped[int] = _pk()

@@ -9,12 +9,14 @@ information section's ``attribution_user_nom``.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
-from sqlalchemy import Integer, and_, cast, func, select
+from sqlalchemy import Integer, and_, cast, func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
+from auditflow_dagster.core.reports import DayActivity
 from auditflow_dagster.db.clock import iso, now_utc
 from auditflow_dagster.db.models import (
     Audit,
@@ -79,22 +81,25 @@ def day_rows(s: Session, day: str) -> tuple[list[dict[str, Any]], list[dict[str,
     return audits, steps, points
 
 
-def _values(report: dict[str, Any], run_id: str | None) -> dict[str, Any]:
+def _values(report: dict[str, Any], run_id: str | None, generated_at: dt.datetime | None) -> dict[str, Any]:
     totals = report["totals"]
-    return {"generated_at": now_utc(), "dagster_run_id": run_id, "audits_count": int(totals["audits"]),
+    return {"generated_at": generated_at or now_utc(), "dagster_run_id": run_id, "audits_count": int(totals["audits"]),
             "mean_score": totals["mean_score"], "compliant_rate": totals["compliant_rate"],
             **{k: report[k] for k in SECTIONS}}
 
 
-def upsert_daily(s: Session, day: str, report: dict[str, Any], run_id: str | None = None) -> None:
-    values = _values(report, run_id)
+def upsert_daily(s: Session, day: str, report: dict[str, Any], run_id: str | None = None,
+                 generated_at: dt.datetime | None = None) -> None:
+    """Store a day's report. ``generated_at``: when its rows were read (default now) — the report
+    trigger compares it with the audits' ``updated_at``."""
+    values = _values(report, run_id, generated_at)
     stmt = pg_insert(DailyComplianceReport).values(day=day, **values)
     s.execute(stmt.on_conflict_do_update(index_elements=["day"], set_=values))
 
 
 def upsert_weekly(s: Session, week: str, week_start: str, days: list[str], report: dict[str, Any],
-                  run_id: str | None = None) -> None:
-    values = {**_values(report, run_id), "week_start": week_start, "days": days}
+                  run_id: str | None = None, generated_at: dt.datetime | None = None) -> None:
+    values = {**_values(report, run_id, generated_at), "week_start": week_start, "days": days}
     stmt = pg_insert(WeeklyComplianceReport).values(week=week, **values)
     s.execute(stmt.on_conflict_do_update(index_elements=["week"], set_=values))
 
@@ -126,3 +131,37 @@ def weekly_view(s: Session, week: str) -> dict[str, Any] | None:
     return {"week": row.week, "weekStart": row.week_start, "days": list(row.days),
             "generatedAt": iso(row.generated_at), "dagsterRunId": row.dagster_run_id, **_report_of(row)}
 
+
+
+# --------------------------------------------------------------------------------------------- #
+# What the report trigger reads
+# --------------------------------------------------------------------------------------------- #
+
+
+def audit_activity(s: Session, since: dt.datetime) -> list[DayActivity]:
+    """Per sales day with an audit changed since ``since``: the last change and whether an audit
+    of that day is still pending or running (``ix_audits_updated_at`` bounds the scan)."""
+    rows = s.execute(text("""
+        SELECT f.sales_date AS day, max(a.updated_at) AS last_change,
+               bool_or(a.status IN ('pending', 'running')) AS busy
+        FROM audits a JOIN fiche_cache f ON f.id = a.fiche_cache_id
+        WHERE a.updated_at >= :since AND f.sales_date IS NOT NULL
+        GROUP BY f.sales_date"""), {"since": since}).all()
+    return [DayActivity(day=r.day, last_change=r.last_change, busy=bool(r.busy)) for r in rows]
+
+
+def daily_generated(s: Session, days: list[str] | None = None, *, since: dt.datetime | None = None) -> dict[str, dt.datetime]:
+    """``{day: generated_at}`` of stored daily reports, among ``days`` and/or generated since ``since``."""
+    q = select(DailyComplianceReport.day, DailyComplianceReport.generated_at)
+    if days is not None:
+        q = q.where(DailyComplianceReport.day.in_(days))
+    if since is not None:
+        q = q.where(DailyComplianceReport.generated_at >= since)
+    return {d: at for d, at in s.execute(q)}
+
+
+def weekly_generated(s: Session, mondays: list[str]) -> dict[str, dt.datetime]:
+    """``{monday: generated_at}`` of stored weekly roll-ups whose week starts on one of ``mondays``."""
+    q = select(WeeklyComplianceReport.week_start, WeeklyComplianceReport.generated_at).where(
+        WeeklyComplianceReport.week_start.in_(mondays))
+    return {d: at for d, at in s.execute(q)}
