@@ -43,6 +43,18 @@ def emit_best_effort(name: str, payload: dict[str, Any], channels: list[str] | N
         return None
 
 
+#: events older than ``:secs`` seconds (the retention of :func:`prune_events`)
+_EXPIRED = "created_at < (now() AT TIME ZONE 'utc') - make_interval(secs => :secs)"
+
+
+def count_expired_events(session: Session, *, older_than_hours: float) -> int:
+    """How many events :func:`prune_events` would delete in all (0 when retention is off)."""
+    if older_than_hours <= 0:
+        return 0
+    return int(session.execute(text(f"SELECT count(*) FROM events WHERE {_EXPIRED}"),
+                               {"secs": older_than_hours * 3600}).scalar_one())
+
+
 def prune_events(session: Session, *, older_than_hours: float, limit: int = 5000) -> int:
     """Delete at most ``limit`` events older than the retention (oldest first). A client resuming
     from a pruned id gets ``realtime.reset`` and refetches (spec 06 §2.4), so retention bounds the
@@ -50,7 +62,6 @@ def prune_events(session: Session, *, older_than_hours: float, limit: int = 5000
     if older_than_hours <= 0:
         return 0
     result = session.execute(text(
-        "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE created_at < "
-        "(now() AT TIME ZONE 'utc') - make_interval(secs => :secs) ORDER BY id LIMIT :limit)"),
+        f"DELETE FROM events WHERE id IN (SELECT id FROM events WHERE {_EXPIRED} ORDER BY id LIMIT :limit)"),
         {"secs": older_than_hours * 3600, "limit": limit})
     return result.rowcount or 0

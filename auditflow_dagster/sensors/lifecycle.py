@@ -111,36 +111,32 @@ def protected_keys(
     return keys
 
 
-def retire_fiche_partitions(
+def fiche_partitions_to_retire(
     instance: DagsterInstance,
     *,
     now: dt.datetime,
     retention_days: int,
     timezone: str = "Europe/Paris",
-    limit: int = MAX_PARTITIONS_PER_TICK,
     asset_graph: Any = None,
     backfills: Sequence[Any] | None = None,
-    time_budget_seconds: float = TIME_BUDGET_SECONDS,
-    clock: Callable[[], float] = time.monotonic,
-) -> dict[str, int]:
-    """Retire up to ``limit`` old fiche partitions; return counts
-    ``{partitions, eligible, retired, protected, unknown, blocked}`` (``unknown``: keys without a
-    fiche row, kept; ``blocked``: 1 when an unreadable in-progress backfill stopped retirement)."""
+) -> tuple[list[str], dict[str, int]]:
+    """The fiche partitions to retire now, oldest first, and the counts
+    ``{partitions, eligible, retired (0), protected, unknown, blocked}`` (``unknown``: keys without a
+    fiche row, kept; ``blocked``: 1 when an unreadable in-progress backfill stops retirement). Reads only."""
     counts = {"partitions": 0, "eligible": 0, "retired": 0, "protected": 0, "unknown": 0, "blocked": 0}
     if retention_days < 1:
-        return counts
-    started = clock()
+        return [], counts
     existing = list(instance.get_dynamic_partitions(FICHES_PARTITIONS_NAME))
     counts["partitions"] = len(existing)
     if not existing:
-        return counts
+        return [], counts
     with session_scope() as s:
         fiches = fiche_activity(s, existing)
     counts["unknown"] = len(set(existing) - {f.fiche_id for f in fiches})
     cutoff = retention_cutoff(now, retention_days, timezone)
     old = partitions_to_retire(existing, fiches, cutoff)
     if not old:
-        return counts
+        return [], counts
     # read what is in flight *after* the app rows, right before deleting: keeps the window in which
     # a new launch could slip between the check and the delete as short as possible
     try:
@@ -149,17 +145,78 @@ def retire_fiche_partitions(
     except UnreadableBackfill as exc:
         log.warning("partition lifecycle: in-progress backfill %s cannot be read; retiring nothing", exc)
         counts["blocked"] = 1
-        return counts
+        return [], counts
     counts["protected"] = sum(1 for k in old if k in protected)
     keys = [k for k in old if k not in protected]
     counts["eligible"] = len(keys)
+    return keys, counts
+
+
+def retire_fiche_partitions(
+    instance: DagsterInstance,
+    *,
+    now: dt.datetime,
+    retention_days: int,
+    timezone: str = "Europe/Paris",
+    limit: int | None = MAX_PARTITIONS_PER_TICK,
+    asset_graph: Any = None,
+    backfills: Sequence[Any] | None = None,
+    time_budget_seconds: float = TIME_BUDGET_SECONDS,
+    clock: Callable[[], float] = time.monotonic,
+    on_retired: Callable[[str], None] | None = None,
+) -> dict[str, int]:
+    """Retire up to ``limit`` (None: every) old fiche partitions (:func:`fiche_partitions_to_retire`);
+    return its counts with ``retired`` filled in. ``on_retired(key)`` is called after each delete."""
+    if retention_days < 1:
+        return fiche_partitions_to_retire(instance, now=now, retention_days=retention_days)[1]
+    started = clock()
+    keys, counts = fiche_partitions_to_retire(instance, now=now, retention_days=retention_days, timezone=timezone,
+                                              asset_graph=asset_graph, backfills=backfills)
     # Dagster 1.13 has no bulk delete: one statement per key, hence the per-tick bounds
     for key in keys[:limit]:
         if clock() - started > time_budget_seconds:
             break
         instance.delete_dynamic_partition(FICHES_PARTITIONS_NAME, key)
         counts["retired"] += 1
+        if on_retired is not None:
+            on_retired(key)
     return counts
+
+
+def runs_to_prune(
+    instance: DagsterInstance,
+    *,
+    now: dt.datetime,
+    retention_days: int,
+    limit: int | None = None,
+    backfills: Sequence[Any] | None = None,
+) -> tuple[list[str], dict[str, int]]:
+    """The ids of up to ``limit`` (None: every) finished runs older than the window, oldest first,
+    and the counts ``{pruned (0), kept_for_backfill, more}`` (``more``: 1 when more runs than
+    ``limit`` qualify). Runs of a backfill still in progress are kept. Reads only."""
+    counts = {"pruned": 0, "kept_for_backfill": 0, "more": 0}
+    if retention_days < 1:
+        return [], counts
+    cutoff = run_cutoff(now, retention_days)
+    active = {b.backfill_id for b in (active_backfills(instance) if backfills is None else backfills)}
+    runs_filter = RunsFilter(statuses=FINISHED_RUN_STATUSES, created_before=cutoff, updated_before=cutoff)
+    run_ids: list[str] = []
+    cursor: str | None = None
+    page_size = min(limit, 100) if limit else 100
+    while True:  # pages, oldest first
+        page = instance.get_run_records(runs_filter, limit=page_size, ascending=True, cursor=cursor)
+        if not page:
+            return run_ids, counts
+        for record in page:
+            run = record.dagster_run
+            if run.tags.get(BACKFILL_TAG) in active:
+                counts["kept_for_backfill"] += 1
+                continue
+            if limit is not None and len(run_ids) >= limit:
+                counts["more"] = 1
+                return run_ids, counts
+            run_ids.append(run.run_id)
+        cursor = page[-1].dagster_run.run_id
 
 
 def prune_runs(
@@ -167,37 +224,28 @@ def prune_runs(
     *,
     now: dt.datetime,
     retention_days: int,
-    limit: int = MAX_RUNS_PER_TICK,
+    limit: int | None = MAX_RUNS_PER_TICK,
     backfills: Sequence[Any] | None = None,
     time_budget_seconds: float = TIME_BUDGET_SECONDS,
     clock: Callable[[], float] = time.monotonic,
+    on_pruned: Callable[[str], None] | None = None,
 ) -> dict[str, int]:
-    """Delete up to ``limit`` finished runs (and their event logs) older than the window, oldest
-    first; return ``{pruned, kept_for_backfill, more}`` (``more``: 1 when the tick hit its bound)."""
-    counts = {"pruned": 0, "kept_for_backfill": 0, "more": 0}
+    """Delete up to ``limit`` (None: every) finished runs (and their event logs) older than the
+    window, oldest first (:func:`runs_to_prune`); return ``{pruned, kept_for_backfill, more}``
+    (``more``: 1 when the pass hit its bound). ``on_pruned(run_id)`` is called after each delete."""
     if retention_days < 1:
-        return counts
+        return runs_to_prune(instance, now=now, retention_days=retention_days)[1]
     started = clock()
-    cutoff = run_cutoff(now, retention_days)
-    active = {b.backfill_id for b in (active_backfills(instance) if backfills is None else backfills)}
-    runs_filter = RunsFilter(statuses=FINISHED_RUN_STATUSES, created_before=cutoff, updated_before=cutoff)
-    # pages, oldest first; the cursor is the last run *kept* (deleted runs vanish from the next page)
-    cursor: str | None = None
-    while True:
-        page = instance.get_run_records(runs_filter, limit=min(limit, 100), ascending=True, cursor=cursor)
-        if not page:
-            return counts
-        for record in page:
-            run = record.dagster_run
-            if run.tags.get(BACKFILL_TAG) in active:
-                counts["kept_for_backfill"] += 1
-                cursor = run.run_id
-                continue
-            if counts["pruned"] >= limit or clock() - started > time_budget_seconds:
-                counts["more"] = 1
-                return counts
-            instance.delete_run(run.run_id)
-            counts["pruned"] += 1
+    run_ids, counts = runs_to_prune(instance, now=now, retention_days=retention_days, limit=limit, backfills=backfills)
+    for run_id in run_ids:
+        if clock() - started > time_budget_seconds:
+            counts["more"] = 1
+            break
+        instance.delete_run(run_id)
+        counts["pruned"] += 1
+        if on_pruned is not None:
+            on_pruned(run_id)
+    return counts
 
 
 @sensor(
