@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 
-from bench._db import BenchDatabase
+from bench._stack import stack_databases
 
 FICHES_PER_DAY = 40
 
@@ -110,22 +110,8 @@ def main() -> None:
     args = parser.parse_args()
     days = business_days(dt.date(2026, 3, 2), max(1, -(-args.fiches // FICHES_PER_DAY)))
 
-    with BenchDatabase(args.database_url) as app_db:
-        # Dagster's storage gets its own database (it keeps its own alembic_version table)
-        from auditflow_dagster.db.embedded import (
-            create_database_if_missing,
-            database_uri,
-        )
-
-        dagster_name = f"{app_db.name}_dagster"
-        create_database_if_missing(app_db.server_url, dagster_name)
-        try:
-            result = run(args, days, app_db.url, database_uri(app_db.server_url, dagster_name))
-        finally:
-            import psycopg
-
-            with psycopg.connect(app_db.server_url, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{dagster_name}" WITH (FORCE)')
+    with stack_databases(args.database_url) as (app_url, dagster_url):
+        result = run(args, days, app_url, dagster_url)
     print(json.dumps(result))
     print(f"automation run of {result['fiches_selected']} fiches over {len(days)} days: {result['status']} in "
           f"{result['wall_seconds']} s; Dagster runs: {result['dagster_job_runs']} job run + "

@@ -36,6 +36,7 @@ import functools
 import hashlib
 import json
 import math
+import os
 import random
 import re
 from datetime import date, datetime, time, timedelta
@@ -48,6 +49,10 @@ from auditflow_dagster.core.audit_config import AuditConfigSpec, config_from_leg
 
 DEFAULT_BASE_URL = "https://crm.auditflow-sample.invalid"
 DEFAULT_FICHES_PER_DAY = 40
+#: Benchmarks fix the recordings per fiche (``bench.batch``: N fiches × 2 recordings) through this
+#: variable, read by every process that generates (the CRM, the STT twin, run workers) so the data
+#: stay consistent; unset, a fiche has 0–3 recordings (1 in 12 has none).
+RECORDINGS_PER_FICHE_ENV = "AUDITFLOW_SAMPLE_RECORDINGS_PER_FICHE"
 MAX_FICHES_PER_DAY = 999
 MAX_RANGE_DAYS = 366
 SAMPLE_TZ = ZoneInfo("Europe/Paris")
@@ -505,9 +510,17 @@ def _base(fiche_id: str) -> dict[str, Any]:
         "jour_prelevement": rng.choice([5, 10, 15]),
         "insert_dt": datetime.combine(day, insert_time, SAMPLE_TZ),
         "quality": rng.choices(list(QUALITY_PROFILES), weights=[0.45, 0.4, 0.15])[0],
-        "n_recordings": 0 if rng.random() < 1 / 12 else rng.choices([1, 2, 3], weights=[0.45, 0.35, 0.2])[0],
+        "n_recordings": _recordings_override(
+            0 if rng.random() < 1 / 12 else rng.choices([1, 2, 3], weights=[0.45, 0.35, 0.2])[0]),
         "mail_devis_null": rng.random() < 0.15,
     }
+
+
+def _recordings_override(drawn: int) -> int:
+    """``drawn`` unless :data:`RECORDINGS_PER_FICHE_ENV` fixes the count (drawn anyway, so the rest
+    of the fiche is the same random sequence either way)."""
+    fixed = os.environ.get(RECORDINGS_PER_FICHE_ENV, "").strip()
+    return int(fixed) if fixed else drawn
 
 
 def _rib_key(bank: str, branch: str, account: str) -> str:
