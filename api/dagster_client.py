@@ -92,6 +92,17 @@ RUN_STATUS = """
 query($runId: ID!) { runOrError(runId: $runId) { __typename ... on Run { status } ... on RunNotFoundError { message } } }
 """
 
+RUNS_WITH_TAGS = """
+query($filter: RunsFilter) { runsOrError(filter: $filter) { __typename
+  ... on Runs { results { runId status } }
+  ... on InvalidPipelineRunsFilterError { message } ... on PythonError { message } } }
+"""
+
+BACKFILL_STATUS = """
+query($id: String!) { partitionBackfillOrError(backfillId: $id) { __typename
+  ... on PartitionBackfill { status } ... on BackfillNotFoundError { message } ... on PythonError { message } } }
+"""
+
 TERMINAL_EVENT_TYPES = {"RUN_SUCCESS", "RUN_FAILURE", "RUN_CANCELED"}
 TERMINAL_STATUSES = {"SUCCESS", "FAILURE", "CANCELED"}
 
@@ -196,3 +207,20 @@ class DagsterClient:
         data = await self.query(RUN_STATUS, {"runId": run_id})
         r = data["runOrError"]
         return r.get("status") if r["__typename"] == "Run" else None
+
+    async def runs_with_tags(self, tags: dict[str, str]) -> list[dict[str, str]]:
+        """``[{runId, status}]`` of the runs carrying every one of ``tags``."""
+        data = await self.query(RUNS_WITH_TAGS, {"filter": {"tags": [{"key": k, "value": v} for k, v in tags.items()]}})
+        result = data["runsOrError"]
+        if result["__typename"] != "Runs":
+            raise DagsterUnavailable(f"runs query refused ({result['__typename']}): {result.get('message', '')}"[:500])
+        return result["results"]
+
+    async def backfill_status(self, backfill_id: str) -> str | None:
+        """The backfill's status (``REQUESTED``, ``COMPLETED_SUCCESS``, ``COMPLETED_FAILED``, ``FAILED``,
+        ``CANCELED`` …), None when there is no such backfill."""
+        data = await self.query(BACKFILL_STATUS, {"id": backfill_id})
+        result = data["partitionBackfillOrError"]
+        if result["__typename"] == "PythonError":
+            raise DagsterUnavailable(f"backfill query failed: {result.get('message', '')}"[:500])
+        return result.get("status") if result["__typename"] == "PartitionBackfill" else None
