@@ -7,14 +7,16 @@ with its row count and size, the ``raw_data`` remainder, recordings) and what
 to move sections that older code kept in ``raw_data`` into their tables — in resumable batches
 ordered by ``fiche_id``. It never calls the CRM and leaves timestamps, envelope and recordings alone.
 
-Wire-up (cli.py): ``inspect_cli.register(sub)``; each subcommand sets ``fn`` like the others.
+Wire-up (cli.py): the click commands :data:`inspect_fiche_cmd` and :data:`renormalize_cmd`.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+from collections.abc import Callable
 from typing import Any
+
+import click
 
 _API_ANSWER = {
     "missing": "no row: launches a fetch_fiche run (404 if the CRM has no such fiche, 502 if it fails)",
@@ -88,11 +90,18 @@ def inspect_fiche(fiche_id: str, *, include_mail_devis: bool = True, show_payloa
     return "\n".join(lines)
 
 
-def renormalize(batch_size: int = 200, resume_after: str | None = None) -> dict[str, Any]:
+def _print_batch(counts: dict[str, Any]) -> None:
+    print(f"renormalize: batch {counts['batches']}: {counts['processed']} fiches, {counts['changed']} rewritten, "
+          f"last fiche_id {counts['last_fiche_id']}", flush=True)
+
+
+def renormalize(batch_size: int = 200, resume_after: str | None = None,
+                on_batch: Callable[[dict[str, Any]], None] | None = _print_batch) -> dict[str, Any]:
     """Re-normalize every stored fiche (``fiche_id`` > ``resume_after``), one transaction per batch.
 
-    Prints one progress line per batch; returns ``{"processed", "changed", "batches",
-    "last_fiche_id"}`` — pass ``last_fiche_id`` as ``resume_after`` to continue after a stop.
+    Calls ``on_batch`` with the running counts after each batch (default: one progress line) and
+    prints a final line; returns ``{"processed", "changed", "batches", "last_fiche_id"}`` — pass
+    ``last_fiche_id`` as ``resume_after`` to continue after a stop.
     """
     from sqlalchemy import select, true
 
@@ -121,9 +130,24 @@ def renormalize(batch_size: int = 200, resume_after: str | None = None) -> dict[
             processed += len(rows)
             last = rows[-1].fiche_id
         batches += 1
-        print(f"renormalize: batch {batches}: {processed} fiches, {changed} rewritten, last fiche_id {last}", flush=True)
+        if on_batch is not None:
+            on_batch({"processed": processed, "changed": changed, "batches": batches, "last_fiche_id": last})
     print(f"renormalize: done: {processed} fiches, {changed} rewritten, last fiche_id {last}", flush=True)
     return {"processed": processed, "changed": changed, "batches": batches, "last_fiche_id": last}
+
+
+def fiches_after(resume_after: str | None) -> int:
+    """How many stored fiches :func:`renormalize` would go through."""
+    from sqlalchemy import func, select
+
+    from auditflow_dagster.db.models import FicheCache
+    from auditflow_dagster.db.session import session_scope
+
+    query = select(func.count()).select_from(FicheCache)
+    if resume_after is not None:
+        query = query.where(FicheCache.fiche_id > resume_after)
+    with session_scope() as s:
+        return int(s.scalar(query) or 0)
 
 
 def _prepare() -> None:
@@ -132,27 +156,40 @@ def _prepare() -> None:
     prepare_database()
 
 
-def cmd_inspect_fiche(args: argparse.Namespace) -> int:
+@click.command("inspect-fiche")
+@click.argument("fiche_id")
+@click.option("--payload", is_flag=True, help="also print the payload the API would serve")
+@click.option("--no-mail-devis", is_flag=True, help="inspect as a read without include_mail_devis")
+def inspect_fiche_cmd(fiche_id: str, payload: bool, no_mail_devis: bool) -> None:
+    """Show a cached fiche's sections and the API's answer.
+
+    The fiche_cache row, each section table with its row count and size, the raw_data remainder,
+    the recordings, and what GET /api/fiches/FICHE_ID would do with them.
+    """
     _prepare()
-    print(inspect_fiche(args.fiche_id, include_mail_devis=not args.no_mail_devis, show_payload=args.payload))
-    return 0
+    click.echo(inspect_fiche(fiche_id, include_mail_devis=not no_mail_devis, show_payload=payload))
 
 
-def cmd_renormalize(args: argparse.Namespace) -> int:
+@click.command("renormalize")
+@click.option("--batch-size", type=click.IntRange(min=1), default=200, show_default=True,
+              help="fiches per transaction")
+@click.option("--resume-after", default=None, metavar="FICHE_ID",
+              help="fiche_id to resume after (printed by a previous run)")
+def renormalize_cmd(batch_size: int, resume_after: str | None) -> None:
+    """Rewrite stored fiches' sections from their payload.
+
+    In resumable batches ordered by fiche_id, one transaction each. Never calls the CRM; timestamps, envelope and recordings are left alone. A progress bar counts
+    the fiches; the last line is the JSON result (its last_fiche_id resumes an interrupted run).
+    """
+    from auditflow_dagster.cli_commands.common import ProgressReport
+
     _prepare()
-    result = renormalize(batch_size=args.batch_size, resume_after=args.resume_after)
-    print(json.dumps(result))
-    return 0
+    with ProgressReport() as report:
+        task = report.add("renormalize", total=fiches_after(resume_after), info="fiches")
 
+        def on_batch(counts: dict[str, Any]) -> None:
+            report.update(task, completed=counts["processed"],
+                          info=f"fiches ({counts['changed']} rewritten, last fiche_id {counts['last_fiche_id']})")
 
-def register(subparsers: Any) -> None:
-    """Add ``inspect-fiche`` and ``renormalize`` to an argparse subparsers object (``fn`` default)."""
-    p = subparsers.add_parser("inspect-fiche", help="show a cached fiche's stored sections and the API's answer")
-    p.add_argument("fiche_id")
-    p.add_argument("--payload", action="store_true", help="also print the payload the API would serve")
-    p.add_argument("--no-mail-devis", action="store_true", help="inspect as a read without include_mail_devis")
-    p.set_defaults(fn=cmd_inspect_fiche)
-    r = subparsers.add_parser("renormalize", help="rewrite stored fiches' sections from their rebuilt payload")
-    r.add_argument("--batch-size", type=int, default=200)
-    r.add_argument("--resume-after", default=None, help="fiche_id to resume after (printed by a previous run)")
-    r.set_defaults(fn=cmd_renormalize)
+        result = renormalize(batch_size=batch_size, resume_after=resume_after, on_batch=on_batch)
+    click.echo(json.dumps(result))

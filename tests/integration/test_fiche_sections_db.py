@@ -12,7 +12,12 @@ from auditflow_dagster import inspect_cli
 from auditflow_dagster.core import fiche_sections as fs
 from auditflow_dagster.db import fiches as fiche_db
 from auditflow_dagster.db.clock import now_utc
-from auditflow_dagster.db.models import SECTION_MODELS, FicheCache, FicheCacheDocument, FicheCacheMailDevis
+from auditflow_dagster.db.models import (
+    SECTION_MODELS,
+    FicheCache,
+    FicheCacheDocument,
+    FicheCacheMailDevis,
+)
 from auditflow_dagster.db.session import session_scope
 from auditflow_dagster.sample import generator
 from tests.unit.test_fiche_sections import canonical, payloads
@@ -214,12 +219,15 @@ def test_inspect_fiche_report(db):
     assert ": not_found → 404" in inspect_cli.inspect_fiche("900000999", include_mail_devis=False)
 
 
-def test_cli_register_adds_both_subcommands():
-    import argparse
+def test_cli_has_both_commands():
+    from click.testing import CliRunner
 
-    parser = argparse.ArgumentParser()
-    inspect_cli.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["inspect-fiche", "123", "--payload"])
-    assert args.fn is inspect_cli.cmd_inspect_fiche and args.fiche_id == "123" and args.payload
-    args = parser.parse_args(["renormalize", "--batch-size", "50", "--resume-after", "9"])
-    assert args.fn is inspect_cli.cmd_renormalize and (args.batch_size, args.resume_after) == (50, "9")
+    from auditflow_dagster.cli import auditflow
+
+    assert auditflow.commands["inspect-fiche"] is inspect_cli.inspect_fiche_cmd
+    assert auditflow.commands["renormalize"] is inspect_cli.renormalize_cmd
+    ctx = inspect_cli.inspect_fiche_cmd.make_context("inspect-fiche", ["123", "--payload"])
+    assert ctx.params == {"fiche_id": "123", "payload": True, "no_mail_devis": False}
+    ctx = inspect_cli.renormalize_cmd.make_context("renormalize", ["--batch-size", "50", "--resume-after", "9"])
+    assert ctx.params == {"batch_size": 50, "resume_after": "9"}
+    assert CliRunner().invoke(auditflow, ["renormalize", "--batch-size", "0"]).exit_code == 2
