@@ -38,6 +38,7 @@ from api.routes import (
     automation,
     batches,
     chat,
+    exports,
     fiches,
     health,
     progressive,
@@ -177,6 +178,7 @@ def create_app(dagster_url: str | None = None) -> Starlette:
         *transcriptions.routes,  # /batch before /{fiche_id}
         *runs.routes,
         *reports.routes,
+        *exports.routes,
         *realtime.routes,
         *admin.routes,
         Route("/api/openapi.json", openapi),

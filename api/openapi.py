@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from auditflow_dagster.core import export as _export
+
 ERROR = {"$ref": "#/components/schemas/Error"}
 
 
@@ -1118,6 +1120,55 @@ DOCUMENT["paths"].update({
                      "description": "YYYY-MM-DD, Europe/Paris, inclusive: reviews after this day are ignored"},
                 ],
                 "responses": {**_ok(_data(_CALIBRATION_REPORT)), **_err(400, 404)}},
+    },
+})
+
+# Audit export (issue 10 §2): a file of the audits of a sales-day range, streamed (api/routes/exports.py)
+_EXPORT_FILE = {"type": "string", "format": "binary"}
+_DAY_QUERY = {"type": "string", "format": "date", "pattern": r"^\d{4}-\d{2}-\d{2}$"}
+DOCUMENT["paths"].update({
+    "/api/reports/audits/export": {
+        "get": {
+            "summary": "The audits of a range of sales days as a CSV or XLSX file, one row per control point "
+                       "(audits.read; narrowed to the caller's scope like the audit list: GROUP keys get their "
+                       "groupes, SELF keys their attribution)",
+            "description": "Rows: every control point of every step of the selected audits (a step without control "
+                           "points, and an audit without steps, give one row with those cells empty), ordered by "
+                           "sales day, fiche id, audit id, step position, control-point index. Values are those "
+                           "of GET /api/audits/{audit_id}: the effective verdicts, human reviews applied. CSV: "
+                           "UTF-8 with BOM, comma separator, RFC 4180 quoting, CRLF; a text cell starting with = + "
+                           "- @ is prefixed with ' (never a formula). XLSX: typed cells, dates and UTC date-times, "
+                           "a new sheet every 1,048,575 rows. The body is streamed (chunked); an error after the "
+                           "first byte aborts the connection. Columns, in order: "
+                           + "; ".join(f"{c.name} ({c.kind}): {c.description}" for c in _export.COLUMNS) + ".",
+            "parameters": [
+                {"name": "sales_date_from", "in": "query", "required": True, "schema": _DAY_QUERY,
+                 "description": "first sales day (fiche_cache.sales_date), inclusive"},
+                {"name": "sales_date_to", "in": "query", "required": True, "schema": _DAY_QUERY,
+                 "description": f"last sales day, inclusive; at most {_export.MAX_RANGE_DAYS} days in all"},
+                {"name": "format", "in": "query", "schema": {"type": "string", "enum": list(_export.FORMATS),
+                                                             "default": "csv"}},
+                {"name": "groupes", "in": "query", "schema": {"type": "string"},
+                 "description": "comma list of effective groupes (as the audit list)"},
+                {"name": "audit_config_ids", "in": "query", "schema": {"type": "string", "pattern": r"^\d+(,\d+)*$"},
+                 "description": "comma list of audit config ids"},
+                {"name": "status", "in": "query", "schema": {"type": "string"},
+                 "description": "comma list of audit statuses: pending, running, completed, failed"},
+                {"name": "latest_only", "in": "query",
+                 "schema": {"type": "string", "enum": ["true", "false"], "default": "true"},
+                 "description": "only the latest audit of each fiche and config"},
+            ],
+            "responses": {
+                "200": {"description": "The file, as an attachment (audits_<from>_<to>.<format>)",
+                        "headers": {"Content-Disposition": {"schema": {"type": "string"}}},
+                        "content": {media.split(";")[0]: {"schema": _EXPORT_FILE}
+                                    for media in _export.MEDIA_TYPES.values()}},
+                **_err(400),
+                "503": {"description": "Too many exports running in this process; retry after Retry-After seconds",
+                        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                        "content": {"application/json": {"schema": ERROR}}},
+            },
+        },
     },
 })
 

@@ -293,6 +293,9 @@ CASES = [
     Case("GET", "/api/reports/daily/{date}", ("audits.read",), "/api/reports/daily/{day}", kind="global"),
     Case("GET", "/api/reports/calibration", ("audits.read",), "/api/reports/calibration?config_id={cfg}",
          kind="global"),
+    # the audit export is row level: narrowed to the caller's scope (tests/integration/test_export_api.py)
+    Case("GET", "/api/reports/audits/export", ("audits.read",),
+         "/api/reports/audits/export?sales_date_from={day}&sales_date_to={day}", kind="list"),
     # API keys
     Case("POST", "/api/admin/api-keys", ("admin.write",), "/api/admin/api-keys",
          {"name": "minted", "permissions": ["admin.write"], "scope": "ALL"}),
