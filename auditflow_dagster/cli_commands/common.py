@@ -145,18 +145,21 @@ async def dagster(url: str | None) -> AsyncIterator[Any]:
 class ProgressReport:
     """Progress of a long operation, one task per thing counted.
 
-    On a terminal: a rich :class:`~rich.progress.Progress` (spinner, bar, ``M/N``, a free-text field,
-    elapsed time and ETA from :class:`~rich.progress.TimeRemainingColumn`). Elsewhere (a pipe, a log
+    On a terminal: a rich :class:`~rich.progress.Progress` (spinner, bar, ``M/N``, elapsed time, ETA
+    from :class:`~rich.progress.TimeRemainingColumn`, a free-text field). Elsewhere (a pipe, a log
     file, a test capturing output): a plain line when a task changes, at most every ``min_interval``
     seconds per task, and always its last state when the report closes.
     """
 
-    def __init__(self, *, min_interval: float = 1.0, live: bool | None = None) -> None:
+    def __init__(self, *, min_interval: float = 1.0, live: bool | None = None, counted: bool = True) -> None:
+        """``counted=False``: tasks have no count, only a spinner, their text and the elapsed time
+        (waiting for one run)."""
         from rich.console import Console
 
         self.console = Console(highlight=False)  # writes to the current sys.stdout
         self.live = self.console.is_terminal if live is None else live
         self.min_interval = min_interval
+        self.counted = counted
         self._progress: Any = None
         self._tasks: list[dict[str, Any]] = []
 
@@ -172,10 +175,14 @@ class ProgressReport:
                 TimeRemainingColumn,
             )
 
-            self._progress = Progress(
-                SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                console=self.console)
+            columns: list[Any] = [SpinnerColumn(), TextColumn("{task.description}")]
+            if self.counted:
+                columns += [BarColumn(bar_width=24), MofNCompleteColumn()]
+            columns.append(TimeElapsedColumn())
+            if self.counted:
+                columns += [TextColumn("ETA"), TimeRemainingColumn()]
+            columns.append(TextColumn("{task.fields[info]}"))  # last: the first to be cut on a narrow terminal
+            self._progress = Progress(*columns, console=self.console)
             self._progress.start()
         return self
 
@@ -218,8 +225,8 @@ class ProgressReport:
 
     def _print(self, task: dict[str, Any], *, force: bool = False) -> None:
         done, total = task["completed"], task["total"]
-        count = f"{done:g}/{total:g}" if total is not None else f"{done:g}"
-        line = f"{task['description']}: {count}" + (f" {task['info']}" if task["info"] else "")
+        count = "" if not self.counted else f"{done:g}/{total:g}" if total is not None else f"{done:g}"
+        line = f"{task['description']}:" + "".join(f" {part}" for part in (count, task["info"]) if part)
         if line == task["printed"]:
             return
         now = time.monotonic()

@@ -179,8 +179,9 @@ async def follow_days(client: Any, days: list[str], sales_state: SalesState, *, 
             total = w.progress["fiches"] if w.progress["day_done"] or w.progress["fiches"] else None
             report.update(w.task, completed=w.progress["fiches_audited"], total=total, info=_info(w.progress))
         if overall is not None:
+            fiches = sum(w.progress["fiches"] for w in watches)
             report.update(overall, completed=sum(w.progress["fiches_audited"] for w in watches),
-                          total=sum(w.progress["fiches"] for w in watches), info="fiches audited")
+                          total=fiches or None, info="fiches audited")
         if sales_done:
             pending = [w for w in watches if not w.audited]
             if not pending:

@@ -195,7 +195,7 @@ async def _rerun(audit_id: int, step: int | None, point: int | None, prompt: str
         click.echo(f"launched {job} run {run_id}" + (f" (audit {launched['tracking_id']})" if step is None else ""))
         if no_wait:
             return
-        with ProgressReport() as report:
+        with ProgressReport(counted=False) as report:
             status = await wait_for_run(client, run_id, timeout=timeout, report=report)
         if status != "SUCCESS":
             raise CliError(f"run {run_id} ended {status}: {await run_failure(client, run_id)}")
