@@ -47,6 +47,7 @@ import datetime as dt
 import hashlib
 import multiprocessing as mp
 import os
+import random
 import sys
 import time
 from collections import defaultdict
@@ -58,7 +59,12 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from auditflow_dagster.core import fiche_sections as fs
 from auditflow_dagster.core.recordings import enrich_recording
-from auditflow_dagster.db.models import SECTION_MODELS, FicheCache, FicheSalesDay, Recording
+from auditflow_dagster.db.models import (
+    SECTION_MODELS,
+    FicheCache,
+    FicheSalesDay,
+    Recording,
+)
 from auditflow_dagster.sample import generator as gen
 
 ONE_TO_ONE = {*fs.ONE_TO_ONE_SECTIONS.values(), "fiche_cache_mail_devis"}
@@ -396,3 +402,231 @@ def bulk_day_count(snapshot: dict[str, list[tuple[Any, ...]]], day: str) -> int:
         if row[0] == day:
             return int(row[1])
     return 0
+
+
+# --------------------------------------------------------------------------------------------
+# Finished audits (benches that read audits, e.g. bench/export.py)
+# --------------------------------------------------------------------------------------------
+#
+# What: for each day of a plan, ``count`` fiches with their list-level rows only (``fiche_cache``
+# and the ``fiche_cache_information`` columns audit readers join: groupe, attribution) — the
+# sections above are not needed by audit reads, and the synthetic CRM has details for 40 fiches a
+# day only — and one completed audit per fiche of an audit config: every step row, control point
+# and citation exactly as ``db.audits.upsert_step_result`` writes them for a step output (the same
+# output dict, see :func:`audit_step_outputs`), the summary columns from ``core.scoring``, and a
+# share of human reviews (a step override in force: review row + ``raw_result.human_override``
+# marker; control-point review rows). :func:`verify_audit_against_write_path` re-writes one audit
+# through ``upsert_step_result`` (rolled back) and compares what the export reads.
+
+GROUPES = ["Azur Énergie", "Bretagne Santé", "Côte d'Opale", "Île-de-France Nord", "Lyon Part-Dieu", "Méditerranée",
+           "Normandie", "Occitanie"]
+_FIRST = ["Zoé", "Élodie", "Jérôme", "Hélène", "François", "Maël", "Chloé", "Loïc", "Anaïs", "Noël", "Inès", "Cédric"]
+_LAST = ["Lefèvre", "Marchand", "Dupré", "Béranger", "Nguyen", "Müller", "Da Silva", "Leroy", "Gaël-Martin", "Roché"]
+
+
+def _advisor(i: int) -> tuple[str, str]:
+    return f"u{1000 + i}", f"{_FIRST[i % len(_FIRST)]} {_LAST[(i // len(_FIRST)) % len(_LAST)]}"
+
+
+def audit_step_outputs(fiche_id: str, steps: list[Any]) -> list[dict[str, Any]]:
+    """The step outputs (``upsert_step_result``'s ``output``) of the bench audit of ``fiche_id``:
+    deterministic, statuts drawn per control point, 0–2 citations each, verdict and score derived
+    from the statuts as the engine derives them."""
+    from auditflow_dagster.core.scoring import (
+        derived_step_score,
+        niveau_for,
+        step_ratio,
+        verdict_for_ratio,
+    )
+
+    rnd = random.Random(fiche_id)
+    outs = []
+    for st in steps:
+        points = []
+        for j, text in enumerate(st.control_points):
+            statut = rnd.choices(["PRESENT", "ABSENT", "PARTIEL", "NON_APPLICABLE"], [6, 2, 2, 1])[0]
+            cites = [{"texte": f"« {text[:40]} », c'est bien ce que je vous confirme, extrait {k}",
+                      "minutage": f"{(j * 7 + k) % 60:02d}:{(j * 13 + k * 5) % 60:02d}",
+                      "minutage_secondes": float((j * 7 + k) % 60 * 60 + (j * 13 + k * 5) % 60), "speaker": "conseiller",
+                      "recording_index": 0, "chunk_index": j + k}
+                     for k in range(rnd.randint(0, 2) if statut != "ABSENT" else 0)]
+            points.append({"point": text, "statut": statut, "commentaire": f"Point {j + 1} : {statut.lower()} dans l'appel.",
+                           "citations": cites, "minutages": [c["minutage"] for c in cites]})
+        ratio = step_ratio([p["statut"] for p in points])
+        conforme = verdict_for_ratio(ratio)
+        outs.append({"traite": True, "conforme": conforme, "score": derived_step_score(ratio, st.weight),
+                     "niveau_conformite": niveau_for(conforme, ratio),
+                     "commentaire_global": f"Étape {st.position} analysée : {conforme}.",
+                     "mots_cles_trouves": [], "minutages": sorted({c["minutage"] for p in points for c in p["citations"]}),
+                     "erreurs_transcription_tolerees": 0, "points_controle": points})
+    return outs
+
+
+def populate_audits(url: str, plan: list[tuple[dt.date, int]], config_id: int, *, review_share: float = 0.01,
+                    progress: bool = True) -> dict[str, Any]:
+    """Load ``plan``'s fiches and one completed audit each (config ``config_id``, all its steps) into
+    the migrated database at ``url``; returns row counts and timings."""
+    from auditflow_dagster.core.scoring import StepScoreInput, compute_compliance
+    from auditflow_dagster.db.clock import iso
+    from auditflow_dagster.db.configs import load_config
+    from auditflow_dagster.db.session import session_scope
+
+    url = url.replace("postgresql+psycopg://", "postgresql://")
+    with session_scope() as s:
+        config_row, spec = load_config(s, config_id)
+        config_name, steps = config_row.name, spec.steps
+    t0 = time.perf_counter()
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    counts = defaultdict(int)
+    rnd = random.Random(20261031)
+    ids = {"fiche": 0, "info": 0, "audit": 0, "step": 0, "cp": 0, "cite": 0, "review": 0}
+    fiche_cols = ["id", "fiche_id", "groupe", "sales_date", "details_success", "raw_data", "has_recordings",
+                  "recordings_count", "fetched_at", "expires_at", "created_at", "updated_at"]
+    info_cols = ["id", "fiche_cache_id", "groupe", "attribution_user_id", "attribution_user_nom", "extra", "created_at",
+                 "updated_at"]
+    audit_cols = ["id", "fiche_cache_id", "audit_config_id", "tracking_id", "trigger_source", "use_rlm", "overall_score",
+                  "score_percentage", "niveau", "is_compliant", "critical_passed", "critical_total", "status",
+                  "started_at", "completed_at", "duration_ms", "total_tokens", "successful_steps", "failed_steps",
+                  "recordings_count", "timeline_chunks", "result_data", "version", "is_latest", "created_at",
+                  "updated_at"]
+    step_cols = ["id", "audit_id", "step_position", "step_name", "severity_level", "is_critical", "weight", "traite",
+                 "conforme", "score", "niveau_conformite", "commentaire_global", "mots_cles_trouves", "minutages",
+                 "erreurs_transcription_tolerees", "total_citations", "total_tokens", "raw_result", "created_at",
+                 "updated_at"]
+    cp_cols = ["id", "audit_id", "step_position", "control_point_index", "point", "statut", "commentaire", "minutages",
+               "erreur_transcription_notee", "variation_phonetique_utilisee", "created_at", "updated_at"]
+    cite_cols = ["id", "audit_id", "step_position", "control_point_index", "citation_index", "texte", "minutage",
+                 "minutage_secondes", "speaker", "recording_index", "chunk_index", "recording_date", "recording_time",
+                 "recording_url", "created_at"]
+    review_cols = ["id", "audit_id", "step_position", "reviewed_at", "reviewer", "reason", "kind", "control_point_index",
+                   "point", "previous_traite", "previous_conforme", "previous_score", "previous_niveau_conformite",
+                   "override_traite", "override_conforme", "override_score", "override_niveau_conformite",
+                   "previous_statut", "previous_commentaire", "override_statut", "override_commentaire", "created_at"]
+
+    def nid(k: str) -> int:
+        ids[k] += 1
+        return ids[k]
+
+    with psycopg.connect(url) as conn, conn.cursor() as cur:
+        for day_index, (day, count) in enumerate(plan):
+            rows: dict[str, list[list[Any]]] = defaultdict(list)
+            for i in range(count):
+                fiche_id = gen.fiche_id_for(day, i)
+                fid = nid("fiche")
+                groupe = GROUPES[(i + day_index) % len(GROUPES)]
+                user_id, user_nom = _advisor((i * 7 + day_index) % 120)
+                rows["fiche_cache"].append([fid, fiche_id, groupe, day.isoformat(), True, Jsonb({}), True, 2, now,
+                                            now + dt.timedelta(days=3650), now, now])
+                rows["fiche_cache_information"].append([nid("info"), fid, groupe, user_id, user_nom, Jsonb({}), now, now])
+                aid = nid("audit")
+                started = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(6)) + dt.timedelta(seconds=7 * i)
+                outs = audit_step_outputs(fiche_id, steps)
+                final: list[StepScoreInput] = []
+                for st, out in zip(steps, outs, strict=True):
+                    verdict = {k: out[k] for k in ("traite", "conforme", "score", "niveau_conformite")}
+                    raw: dict[str, Any] = {
+                        "step_metadata": {"position": st.position, "name": st.name, "severity": st.severity_level,
+                                          "is_critical": st.is_critical, "weight": st.weight},
+                        "usage": {"prompt_tokens": 3000, "completion_tokens": 400, "total_tokens": 3400},
+                        "model": "bench"}
+                    if rnd.random() < review_share:  # a human step override in force
+                        rid = nid("review")
+                        over = {"traite": True, "conforme": "NON_CONFORME" if out["conforme"] != "NON_CONFORME" else "CONFORME",
+                                "score": 0 if out["conforme"] != "NON_CONFORME" else st.weight,
+                                "niveau_conformite": "INSUFFISANT"}
+                        at = started + dt.timedelta(days=1)
+                        rows["audit_step_result_human_reviews"].append([
+                            rid, aid, st.position, at, "qa@exemple.fr", "bench", "step", None, None, out["traite"],
+                            out["conforme"], out["score"], out["niveau_conformite"], over["traite"], over["conforme"],
+                            over["score"], over["niveau_conformite"], None, None, None, None, at])
+                        raw["human_override"] = {**over, "review_id": str(rid), "reviewed_at": iso(at)}
+                        verdict = over
+                    points = out["points_controle"]
+                    rows["audit_step_results"].append([
+                        nid("step"), aid, st.position, st.name, st.severity_level, st.is_critical, st.weight,
+                        verdict["traite"], verdict["conforme"], verdict["score"], verdict["niveau_conformite"],
+                        out["commentaire_global"], [], [], 0, sum(len(p["citations"]) for p in points), 3400,
+                        Jsonb(raw), now, now])
+                    final.append(StepScoreInput(position=st.position, weight=st.weight, is_critical=st.is_critical,
+                                                score=verdict["score"], conforme=verdict["conforme"]))
+                    for j, p in enumerate(points, start=1):
+                        rows["audit_step_result_control_points"].append([
+                            nid("cp"), aid, st.position, j, p["point"], p["statut"], p["commentaire"], p["minutages"],
+                            False, None, now, now])
+                        if rnd.random() < review_share:  # a control-point review (trail row)
+                            at = started + dt.timedelta(days=1, minutes=j)
+                            rows["audit_step_result_human_reviews"].append([
+                                nid("review"), aid, st.position, at, "relecteur", None, "control_point", j, p["point"],
+                                out["traite"], out["conforme"], out["score"], out["niveau_conformite"], None, None, None,
+                                None, p["statut"], p["commentaire"], p["statut"], "confirmé à l'écoute", at])
+                        for k, c in enumerate(p["citations"], start=1):
+                            rows["audit_step_result_citations"].append([
+                                nid("cite"), aid, st.position, j, k, c["texte"], c["minutage"], c["minutage_secondes"],
+                                c["speaker"], c["recording_index"], c["chunk_index"], "N/A", "N/A", "N/A", now])
+                c = compute_compliance(final)
+                rows["audits"].append([
+                    aid, fid, config_id, f"audit-{fiche_id}-{config_id}-{int(started.timestamp() * 1000)}", "automation",
+                    False, c.score_percentage, c.score_percentage, c.niveau, c.is_compliant, c.critical_passed,
+                    c.critical_total, "completed", started, started + dt.timedelta(minutes=4), 240_000, 3400 * len(steps),
+                    len(steps), 0, 2, 40, Jsonb({"audit": {"config": {"id": str(config_id), "name": config_name}}}), 1,
+                    True, started, now])
+            for table, cols in (("fiche_cache", fiche_cols), ("fiche_cache_information", info_cols),
+                                ("audits", audit_cols), ("audit_step_results", step_cols),
+                                ("audit_step_result_control_points", cp_cols),
+                                ("audit_step_result_citations", cite_cols),
+                                ("audit_step_result_human_reviews", review_cols)):
+                if not rows[table]:
+                    continue
+                with cur.copy(f'COPY "{table}" ({", ".join(cols)}) FROM STDIN') as cp:
+                    for r in rows[table]:
+                        cp.write_row(r)
+                counts[table] += len(rows[table])
+            conn.commit()
+            if progress:
+                print(f"  populate audits: day {day_index + 1}/{len(plan)} ({time.perf_counter() - t0:.0f} s)",
+                      file=sys.stderr, flush=True)
+    t_load = time.perf_counter() - t0
+    with psycopg.connect(url, autocommit=True) as conn:
+        for table in counts:
+            conn.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                         f"GREATEST((SELECT max(id) FROM \"{table}\"), 1))")
+        t1 = time.perf_counter()
+        conn.execute("VACUUM (ANALYZE)")
+        t_vacuum = time.perf_counter() - t1
+        db_bytes = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+    return {"rows": dict(counts), "load_s": t_load, "vacuum_analyze_s": t_vacuum, "total_s": time.perf_counter() - t0,
+            "db_bytes": db_bytes, "steps_per_audit": len(steps),
+            "control_points_per_audit": sum(len(st.control_points) for st in steps)}
+
+
+def verify_audit_against_write_path(audit_id: int) -> dict[str, Any]:
+    """Re-write one bulk-loaded audit without reviews through ``db.audits.upsert_step_result`` (same
+    step outputs) inside a rolled-back transaction, and compare the export's records of it before and
+    after. Returns ``{"ok": bool, "records": n, "diffs": [...]}``."""
+    from sqlalchemy import delete
+    from sqlalchemy.orm import Session
+
+    from auditflow_dagster.db import audits as audit_db
+    from auditflow_dagster.db.audit_reads import ListParams
+    from auditflow_dagster.db.configs import load_config
+    from auditflow_dagster.db.exports import iter_export_records
+    from auditflow_dagster.db.models import Audit, AuditStepResult
+    from auditflow_dagster.db.session import get_engine
+
+    with Session(get_engine()) as s:
+        audit = s.get(Audit, audit_id)
+        fiche = s.get(FicheCache, audit.fiche_cache_id)
+        params = ListParams(fiche_ids=[fiche.fiche_id])
+        bulk = list(iter_export_records(s, params))
+        steps = load_config(s, audit.audit_config_id)[1].steps
+        s.execute(delete(AuditStepResult).where(AuditStepResult.audit_id == audit_id))
+        for st, out in zip(steps, audit_step_outputs(fiche.fiche_id, steps), strict=True):
+            audit_db.upsert_step_result(s, audit_id, st, out, usage={"prompt_tokens": 3000, "completion_tokens": 400,
+                                                                     "total_tokens": 3400}, model="bench")
+        s.flush()
+        real = list(iter_export_records(s, params))
+        s.rollback()
+    diffs = [f"record {i}: bulk {b} vs write path {r}" for i, (b, r) in enumerate(zip(bulk, real)) if b != r]
+    if len(bulk) != len(real):
+        diffs.append(f"{len(bulk)} bulk records vs {len(real)} write-path records")
+    return {"ok": not diffs, "records": len(bulk), "diffs": diffs}
