@@ -462,12 +462,101 @@ def audit_step_outputs(fiche_id: str, steps: list[Any]) -> list[dict[str, Any]]:
     return outs
 
 
+AUDIT_TABLES = ("audits", "audit_step_results", "audit_step_result_control_points", "audit_step_result_citations",
+                "audit_step_result_human_reviews")
+_FICHE_COLS = ["id", "fiche_id", "groupe", "sales_date", "details_success", "raw_data", "has_recordings",
+               "recordings_count", "fetched_at", "expires_at", "created_at", "updated_at"]
+_INFO_COLS = ["id", "fiche_cache_id", "groupe", "attribution_user_id", "attribution_user_nom", "extra", "created_at",
+              "updated_at"]
+_AUDIT_COLS = ["id", "fiche_cache_id", "audit_config_id", "tracking_id", "trigger_source", "use_rlm", "overall_score",
+               "score_percentage", "niveau", "is_compliant", "critical_passed", "critical_total", "status",
+               "started_at", "completed_at", "duration_ms", "total_tokens", "successful_steps", "failed_steps",
+               "recordings_count", "timeline_chunks", "result_data", "version", "is_latest", "created_at",
+               "updated_at"]
+_STEP_COLS = ["id", "audit_id", "step_position", "step_name", "severity_level", "is_critical", "weight", "traite",
+              "conforme", "score", "niveau_conformite", "commentaire_global", "mots_cles_trouves", "minutages",
+              "erreurs_transcription_tolerees", "total_citations", "total_tokens", "raw_result", "created_at",
+              "updated_at"]
+_CP_COLS = ["id", "audit_id", "step_position", "control_point_index", "point", "statut", "commentaire", "minutages",
+            "erreur_transcription_notee", "variation_phonetique_utilisee", "created_at", "updated_at"]
+_CITE_COLS = ["id", "audit_id", "step_position", "control_point_index", "citation_index", "texte", "minutage",
+              "minutage_secondes", "speaker", "recording_index", "chunk_index", "recording_date", "recording_time",
+              "recording_url", "created_at"]
+_REVIEW_COLS = ["id", "audit_id", "step_position", "reviewed_at", "reviewer", "reason", "kind", "control_point_index",
+                "point", "previous_traite", "previous_conforme", "previous_score", "previous_niveau_conformite",
+                "override_traite", "override_conforme", "override_score", "override_niveau_conformite",
+                "previous_statut", "previous_commentaire", "override_statut", "override_commentaire", "created_at"]
+_AUDIT_TABLES = tuple(zip(AUDIT_TABLES, (_AUDIT_COLS, _STEP_COLS, _CP_COLS, _CITE_COLS, _REVIEW_COLS), strict=True))
+
+
+def add_audit_rows(rows: dict[str, list[list[Any]]], nid: Any, *, aid: int, fid: int, fiche_id: str, config_id: int,
+                   steps: list[Any], started: dt.datetime, now: dt.datetime, rnd: random.Random, review_share: float,
+                   result_data: Any, trigger_source: str = "automation", recordings_count: int = 2,
+                   timeline_chunks: int = 40) -> None:
+    """The rows of one completed audit ``aid`` of fiche row ``fid`` (lists in :data:`_AUDIT_TABLES`
+    column order, ids from ``nid(kind)``): every step row, control point and citation exactly as
+    ``db.audits.upsert_step_result`` writes the step outputs of :func:`audit_step_outputs`, a share
+    ``review_share`` of human reviews (step overrides in force, control-point trail rows), the
+    summary columns from ``core.scoring`` and ``result_data(compliance)`` as the stored JSON."""
+    from auditflow_dagster.core.scoring import StepScoreInput, compute_compliance
+    from auditflow_dagster.db.clock import iso
+
+    outs = audit_step_outputs(fiche_id, steps)
+    final: list[StepScoreInput] = []
+    for st, out in zip(steps, outs, strict=True):
+        verdict = {k: out[k] for k in ("traite", "conforme", "score", "niveau_conformite")}
+        raw: dict[str, Any] = {
+            "step_metadata": {"position": st.position, "name": st.name, "severity": st.severity_level,
+                              "is_critical": st.is_critical, "weight": st.weight},
+            "usage": {"prompt_tokens": 3000, "completion_tokens": 400, "total_tokens": 3400},
+            "model": "bench"}
+        if rnd.random() < review_share:  # a human step override in force
+            rid = nid("review")
+            over = {"traite": True, "conforme": "NON_CONFORME" if out["conforme"] != "NON_CONFORME" else "CONFORME",
+                    "score": 0 if out["conforme"] != "NON_CONFORME" else st.weight,
+                    "niveau_conformite": "INSUFFISANT"}
+            at = started + dt.timedelta(days=1)
+            rows["audit_step_result_human_reviews"].append([
+                rid, aid, st.position, at, "qa@exemple.fr", "bench", "step", None, None, out["traite"],
+                out["conforme"], out["score"], out["niveau_conformite"], over["traite"], over["conforme"],
+                over["score"], over["niveau_conformite"], None, None, None, None, at])
+            raw["human_override"] = {**over, "review_id": str(rid), "reviewed_at": iso(at)}
+            verdict = over
+        points = out["points_controle"]
+        rows["audit_step_results"].append([
+            nid("step"), aid, st.position, st.name, st.severity_level, st.is_critical, st.weight,
+            verdict["traite"], verdict["conforme"], verdict["score"], verdict["niveau_conformite"],
+            out["commentaire_global"], [str(x) for x in out["mots_cles_trouves"]], [str(x) for x in out["minutages"]],
+            int(out["erreurs_transcription_tolerees"]), sum(len(p["citations"]) for p in points), 3400,
+            Jsonb(raw), now, now])
+        final.append(StepScoreInput(position=st.position, weight=st.weight, is_critical=st.is_critical,
+                                    score=verdict["score"], conforme=verdict["conforme"]))
+        for j, p in enumerate(points, start=1):
+            rows["audit_step_result_control_points"].append([
+                nid("cp"), aid, st.position, j, p["point"], p["statut"], p["commentaire"], p["minutages"],
+                False, None, now, now])
+            if rnd.random() < review_share:  # a control-point review (trail row)
+                at = started + dt.timedelta(days=1, minutes=j)
+                rows["audit_step_result_human_reviews"].append([
+                    nid("review"), aid, st.position, at, "relecteur", None, "control_point", j, p["point"],
+                    out["traite"], out["conforme"], out["score"], out["niveau_conformite"], None, None, None,
+                    None, p["statut"], p["commentaire"], p["statut"], "confirmé à l'écoute", at])
+            for k, c in enumerate(p["citations"], start=1):
+                rows["audit_step_result_citations"].append([
+                    nid("cite"), aid, st.position, j, k, c["texte"], c["minutage"], c["minutage_secondes"],
+                    c["speaker"], c["recording_index"], c["chunk_index"], "N/A", "N/A", "N/A", now])
+    c = compute_compliance(final)
+    rows["audits"].append([
+        aid, fid, config_id, f"audit-{fiche_id}-{config_id}-{int(started.timestamp() * 1000)}", trigger_source,
+        False, c.score_percentage, c.score_percentage, c.niveau, c.is_compliant, c.critical_passed,
+        c.critical_total, "completed", started, started + dt.timedelta(minutes=4), 240_000, 3400 * len(steps),
+        len(steps), 0, recordings_count, timeline_chunks, Jsonb(result_data(c)), 1, True, started, now])
+
+
 def populate_audits(url: str, plan: list[tuple[dt.date, int]], config_id: int, *, review_share: float = 0.01,
                     progress: bool = True) -> dict[str, Any]:
     """Load ``plan``'s fiches and one completed audit each (config ``config_id``, all its steps) into
     the migrated database at ``url``; returns row counts and timings."""
-    from auditflow_dagster.core.scoring import StepScoreInput, compute_compliance
-    from auditflow_dagster.db.clock import iso
     from auditflow_dagster.db.configs import load_config
     from auditflow_dagster.db.session import session_scope
 
@@ -480,28 +569,6 @@ def populate_audits(url: str, plan: list[tuple[dt.date, int]], config_id: int, *
     counts = defaultdict(int)
     rnd = random.Random(20261031)
     ids = {"fiche": 0, "info": 0, "audit": 0, "step": 0, "cp": 0, "cite": 0, "review": 0}
-    fiche_cols = ["id", "fiche_id", "groupe", "sales_date", "details_success", "raw_data", "has_recordings",
-                  "recordings_count", "fetched_at", "expires_at", "created_at", "updated_at"]
-    info_cols = ["id", "fiche_cache_id", "groupe", "attribution_user_id", "attribution_user_nom", "extra", "created_at",
-                 "updated_at"]
-    audit_cols = ["id", "fiche_cache_id", "audit_config_id", "tracking_id", "trigger_source", "use_rlm", "overall_score",
-                  "score_percentage", "niveau", "is_compliant", "critical_passed", "critical_total", "status",
-                  "started_at", "completed_at", "duration_ms", "total_tokens", "successful_steps", "failed_steps",
-                  "recordings_count", "timeline_chunks", "result_data", "version", "is_latest", "created_at",
-                  "updated_at"]
-    step_cols = ["id", "audit_id", "step_position", "step_name", "severity_level", "is_critical", "weight", "traite",
-                 "conforme", "score", "niveau_conformite", "commentaire_global", "mots_cles_trouves", "minutages",
-                 "erreurs_transcription_tolerees", "total_citations", "total_tokens", "raw_result", "created_at",
-                 "updated_at"]
-    cp_cols = ["id", "audit_id", "step_position", "control_point_index", "point", "statut", "commentaire", "minutages",
-               "erreur_transcription_notee", "variation_phonetique_utilisee", "created_at", "updated_at"]
-    cite_cols = ["id", "audit_id", "step_position", "control_point_index", "citation_index", "texte", "minutage",
-                 "minutage_secondes", "speaker", "recording_index", "chunk_index", "recording_date", "recording_time",
-                 "recording_url", "created_at"]
-    review_cols = ["id", "audit_id", "step_position", "reviewed_at", "reviewer", "reason", "kind", "control_point_index",
-                   "point", "previous_traite", "previous_conforme", "previous_score", "previous_niveau_conformite",
-                   "override_traite", "override_conforme", "override_score", "override_niveau_conformite",
-                   "previous_statut", "previous_commentaire", "override_statut", "override_commentaire", "created_at"]
 
     def nid(k: str) -> int:
         ids[k] += 1
@@ -520,61 +587,11 @@ def populate_audits(url: str, plan: list[tuple[dt.date, int]], config_id: int, *
                 rows["fiche_cache_information"].append([nid("info"), fid, groupe, user_id, user_nom, Jsonb({}), now, now])
                 aid = nid("audit")
                 started = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(6)) + dt.timedelta(seconds=7 * i)
-                outs = audit_step_outputs(fiche_id, steps)
-                final: list[StepScoreInput] = []
-                for st, out in zip(steps, outs, strict=True):
-                    verdict = {k: out[k] for k in ("traite", "conforme", "score", "niveau_conformite")}
-                    raw: dict[str, Any] = {
-                        "step_metadata": {"position": st.position, "name": st.name, "severity": st.severity_level,
-                                          "is_critical": st.is_critical, "weight": st.weight},
-                        "usage": {"prompt_tokens": 3000, "completion_tokens": 400, "total_tokens": 3400},
-                        "model": "bench"}
-                    if rnd.random() < review_share:  # a human step override in force
-                        rid = nid("review")
-                        over = {"traite": True, "conforme": "NON_CONFORME" if out["conforme"] != "NON_CONFORME" else "CONFORME",
-                                "score": 0 if out["conforme"] != "NON_CONFORME" else st.weight,
-                                "niveau_conformite": "INSUFFISANT"}
-                        at = started + dt.timedelta(days=1)
-                        rows["audit_step_result_human_reviews"].append([
-                            rid, aid, st.position, at, "qa@exemple.fr", "bench", "step", None, None, out["traite"],
-                            out["conforme"], out["score"], out["niveau_conformite"], over["traite"], over["conforme"],
-                            over["score"], over["niveau_conformite"], None, None, None, None, at])
-                        raw["human_override"] = {**over, "review_id": str(rid), "reviewed_at": iso(at)}
-                        verdict = over
-                    points = out["points_controle"]
-                    rows["audit_step_results"].append([
-                        nid("step"), aid, st.position, st.name, st.severity_level, st.is_critical, st.weight,
-                        verdict["traite"], verdict["conforme"], verdict["score"], verdict["niveau_conformite"],
-                        out["commentaire_global"], [], [], 0, sum(len(p["citations"]) for p in points), 3400,
-                        Jsonb(raw), now, now])
-                    final.append(StepScoreInput(position=st.position, weight=st.weight, is_critical=st.is_critical,
-                                                score=verdict["score"], conforme=verdict["conforme"]))
-                    for j, p in enumerate(points, start=1):
-                        rows["audit_step_result_control_points"].append([
-                            nid("cp"), aid, st.position, j, p["point"], p["statut"], p["commentaire"], p["minutages"],
-                            False, None, now, now])
-                        if rnd.random() < review_share:  # a control-point review (trail row)
-                            at = started + dt.timedelta(days=1, minutes=j)
-                            rows["audit_step_result_human_reviews"].append([
-                                nid("review"), aid, st.position, at, "relecteur", None, "control_point", j, p["point"],
-                                out["traite"], out["conforme"], out["score"], out["niveau_conformite"], None, None, None,
-                                None, p["statut"], p["commentaire"], p["statut"], "confirmé à l'écoute", at])
-                        for k, c in enumerate(p["citations"], start=1):
-                            rows["audit_step_result_citations"].append([
-                                nid("cite"), aid, st.position, j, k, c["texte"], c["minutage"], c["minutage_secondes"],
-                                c["speaker"], c["recording_index"], c["chunk_index"], "N/A", "N/A", "N/A", now])
-                c = compute_compliance(final)
-                rows["audits"].append([
-                    aid, fid, config_id, f"audit-{fiche_id}-{config_id}-{int(started.timestamp() * 1000)}", "automation",
-                    False, c.score_percentage, c.score_percentage, c.niveau, c.is_compliant, c.critical_passed,
-                    c.critical_total, "completed", started, started + dt.timedelta(minutes=4), 240_000, 3400 * len(steps),
-                    len(steps), 0, 2, 40, Jsonb({"audit": {"config": {"id": str(config_id), "name": config_name}}}), 1,
-                    True, started, now])
-            for table, cols in (("fiche_cache", fiche_cols), ("fiche_cache_information", info_cols),
-                                ("audits", audit_cols), ("audit_step_results", step_cols),
-                                ("audit_step_result_control_points", cp_cols),
-                                ("audit_step_result_citations", cite_cols),
-                                ("audit_step_result_human_reviews", review_cols)):
+                add_audit_rows(rows, nid, aid=aid, fid=fid, fiche_id=fiche_id, config_id=config_id, steps=steps,
+                               started=started, now=now, rnd=rnd, review_share=review_share,
+                               result_data=lambda c: {"audit": {"config": {"id": str(config_id), "name": config_name}}})
+            for table, cols in (("fiche_cache", _FICHE_COLS), ("fiche_cache_information", _INFO_COLS),
+                                *_AUDIT_TABLES):
                 if not rows[table]:
                     continue
                 with cur.copy(f'COPY "{table}" ({", ".join(cols)}) FROM STDIN') as cp:
@@ -597,6 +614,250 @@ def populate_audits(url: str, plan: list[tuple[dt.date, int]], config_id: int, *
     return {"rows": dict(counts), "load_s": t_load, "vacuum_analyze_s": t_vacuum, "total_s": time.perf_counter() - t0,
             "db_bytes": db_bytes, "steps_per_audit": len(steps),
             "control_points_per_audit": sum(len(st.control_points) for st in steps)}
+
+
+# --------------------------------------------------------------------------------------------
+# Finalized audits of cached fiches (bench/reads.py: GET /api/audits/{id} at scale)
+# --------------------------------------------------------------------------------------------
+#
+# What: one completed audit per fiche already in ``fiche_cache`` (e.g. loaded by :func:`populate`),
+# rows as :func:`add_audit_rows` writes them and ``result_data`` as the finalizer
+# (``db.finalizer.finalize_running_audit``) stores it — the frozen config snapshot, the compliance
+# block, statistics and metadata — so a detail read decodes and re-encodes what production does.
+# :func:`verify_audit_details` re-creates sampled audits through the real write path
+# (``create_audit`` → ``write_snapshot`` → ``upsert_step_result`` × steps → the finalizer, rolled
+# back) and compares ``audit_detail`` of both.
+
+
+def finalized_result_data(*, audit_id: int, tracking_id: str, config_id: int, spec: Any, snapshot_config: dict[str, Any],
+                          fiche_id: str, prospect_prenom: str | None, prospect_nom: str | None, groupe: str | None,
+                          compliance: Any, started: dt.datetime, completed: dt.datetime, recordings_count: int,
+                          timeline_chunks: int, steps: int, total_tokens: int, transcriptions_count: int = 0,
+                          use_rlm: bool = False) -> dict[str, Any]:
+    """``audits.result_data`` exactly as ``finalize_running_audit`` builds it for a completed audit
+    whose steps all succeeded (no replaced step, evidence gating as with gating off: zero counts)."""
+    from auditflow_dagster.core.evidence import GatingStats
+    from auditflow_dagster.db.clock import iso
+
+    approach = {"use_rlm": use_rlm, "transcript_mode": "tools" if use_rlm else "prompt"}
+    block = compliance.as_result_dict()
+    duration_ms = int((completed - started).total_seconds() * 1000)
+    return {
+        "audit_db_id": str(audit_id),
+        "audit_tracking_id": tracking_id,
+        "audit": {
+            "config": {"id": str(config_id), "name": spec.name, "description": spec.description},
+            "config_snapshot": snapshot_config,
+            "fiche": {"fiche_id": fiche_id, "prospect_name": " ".join(x for x in (prospect_prenom, prospect_nom) if x),
+                      "groupe": groupe},
+            "results": {"compliance": block, "approach": approach},
+            "compliance": block,
+            "approach": approach,
+        },
+        "statistics": {
+            "recordings_count": recordings_count, "transcriptions_count": transcriptions_count,
+            "timeline_chunks": timeline_chunks, "successful_steps": steps, "failed_steps": 0,
+            "total_time_seconds": 0, "total_tokens": total_tokens,
+        },
+        "metadata": {
+            "started_at": iso(started), "completed_at": iso(completed), "duration_ms": duration_ms,
+            "approach": approach, "evidence_gating": GatingStats().as_dict(), "replaced_steps": {},
+        },
+    }
+
+
+_AW: dict[str, Any] = {}
+
+
+def _init_audit_worker(url: str, counters: Any, lock: Any, config_id: int, spec: Any, review_share: float,
+                       now: dt.datetime) -> None:
+    _AW.update(conn=psycopg.connect(url), counters=counters, lock=lock, config_id=config_id, spec=spec,
+               snapshot={"id": config_id, **spec.model_dump(mode="json")}, review_share=review_share, now=now)
+
+
+def _load_audits(batch: tuple[int, list[tuple[Any, ...]]]) -> int:
+    """One batch of fiches → their audits, COPYed in one transaction (ids: audit = fiche row's
+    position in the load order, others from contiguous blocks of the shared counters)."""
+    index, fiches = batch
+    conn, spec, config_id, now = _AW["conn"], _AW["spec"], _AW["config_id"], _AW["now"]
+    steps = spec.steps
+    rows: dict[str, list[list[Any]]] = defaultdict(list)
+    local = {"step": 0, "cp": 0, "cite": 0, "review": 0}
+
+    def nid(k: str) -> int:
+        local[k] += 1
+        return local[k]
+
+    rnd = random.Random(20261127 + index)
+    for aid, fid, fiche_id, sales_date, groupe, prenom, nom, recordings in fiches:
+        day = dt.date.fromisoformat(sales_date)
+        started = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(6)) + dt.timedelta(seconds=7 * (aid % 40))
+        completed = started + dt.timedelta(minutes=4)
+        tracking = f"audit-{fiche_id}-{config_id}-{int(started.timestamp() * 1000)}"
+        n_rec = recordings or 0
+
+        def result_data(c: Any, aid: int = aid, tracking: str = tracking, fiche_id: str = fiche_id, groupe: Any = groupe,
+                        prenom: Any = prenom, nom: Any = nom, started: dt.datetime = started,
+                        completed: dt.datetime = completed, n_rec: int = n_rec) -> dict[str, Any]:
+            return finalized_result_data(audit_id=aid, tracking_id=tracking, config_id=config_id, spec=spec,
+                                         snapshot_config=_AW["snapshot"], fiche_id=fiche_id, prospect_prenom=prenom,
+                                         prospect_nom=nom, groupe=groupe, compliance=c, started=started,
+                                         completed=completed, recordings_count=n_rec, timeline_chunks=40,
+                                         steps=len(steps), total_tokens=3400 * len(steps))
+
+        add_audit_rows(rows, nid, aid=aid, fid=fid, fiche_id=fiche_id, config_id=config_id, steps=steps, started=started,
+                       now=now, rnd=rnd, review_share=_AW["review_share"], result_data=result_data,
+                       recordings_count=n_rec, timeline_chunks=40)
+    kinds = {"audit_step_results": "step", "audit_step_result_control_points": "cp",
+             "audit_step_result_citations": "cite", "audit_step_result_human_reviews": "review"}
+    with _AW["lock"]:
+        bases = {}
+        for i, (table, kind) in enumerate(kinds.items()):
+            bases[table] = _AW["counters"][i]
+            _AW["counters"][i] += local[kind]
+    with conn.cursor() as cur:
+        for table, cols in _AUDIT_TABLES:
+            base = bases.get(table, 0)
+            if not rows[table]:
+                continue
+            with cur.copy(f'COPY "{table}" ({", ".join(cols)}) FROM STDIN') as cp:
+                for r in rows[table]:
+                    if base:
+                        r[0] += base
+                    cp.write_row(r)
+    conn.commit()
+    return len(rows["audits"])
+
+
+def populate_audits_for_fiches(url: str, config_id: int, *, limit: int | None = None, workers: int | None = None,
+                               review_share: float = 0.01, batch_size: int = 250, progress: bool = True) -> dict[str, Any]:
+    """One completed, finalized audit of config ``config_id`` for each of the first ``limit`` fiches
+    of ``fiche_cache`` (by id), into a database without audits; returns row counts and timings."""
+    from auditflow_dagster.db.configs import load_config
+    from auditflow_dagster.db.session import session_scope
+
+    url = url.replace("postgresql+psycopg://", "postgresql://")
+    with session_scope() as s:
+        _, spec = load_config(s, config_id)
+    with psycopg.connect(url) as conn:
+        if conn.execute("SELECT count(*) FROM audits").fetchone()[0]:
+            raise RuntimeError("populate_audits_for_fiches needs a database without audits")
+        fiches = conn.execute(
+            "SELECT id, fiche_id, sales_date, groupe, prospect_prenom, prospect_nom, recordings_count FROM fiche_cache "
+            "ORDER BY id LIMIT %s", (limit,)).fetchall()
+    work = [(k + 1, *f) for k, f in enumerate(fiches)]  # audit id k+1 for the k-th fiche
+    batches = [(i // batch_size, work[i:i + batch_size]) for i in range(0, len(work), batch_size)]
+    workers = workers or os.cpu_count() or 1
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    t0 = time.perf_counter()
+    ctx = mp.get_context("fork")
+    counters = ctx.Array("q", 4, lock=False)
+    lock = ctx.Lock()
+    done, next_report = 0, 0.1
+    with ctx.Pool(workers, initializer=_init_audit_worker,
+                  initargs=(url, counters, lock, config_id, spec, review_share, now)) as pool:
+        for n in pool.imap_unordered(_load_audits, batches):
+            done += n
+            if progress and done >= next_report * len(work):
+                print(f"  populate audits: {done:,}/{len(work):,} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr,
+                      flush=True)
+                next_report += 0.1
+        pool.close()
+        pool.join()
+    t_load = time.perf_counter() - t0
+    with psycopg.connect(url, autocommit=True) as conn:
+        for table in AUDIT_TABLES:
+            conn.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                         f"GREATEST((SELECT max(id) FROM \"{table}\"), 1))")
+        t1 = time.perf_counter()
+        conn.execute("VACUUM (ANALYZE)")
+        t_vacuum = time.perf_counter() - t1
+        sizes = {t: n for t, n in conn.execute(
+            "SELECT relname, n_live_tup FROM pg_stat_user_tables WHERE relname = ANY(%s)", (list(AUDIT_TABLES),))}
+        db_bytes = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+    return {"audits": len(work), "rows": sizes, "load_s": t_load, "vacuum_analyze_s": t_vacuum,
+            "total_s": time.perf_counter() - t0, "db_bytes": db_bytes, "workers": workers}
+
+
+_VOLATILE = {"id", "auditId", "trackingId", "dagsterRunId", "createdAt", "updatedAt", "startedAt", "completedAt",
+             "durationMs", "version", "isLatest", "audit_db_id", "audit_tracking_id", "started_at", "completed_at",
+             "duration_ms"}
+
+
+def _stable(v: Any) -> Any:
+    """``audit_detail`` output without what differs between two audits of the same content (ids,
+    tracking id, instants, durations, version/latest flags)."""
+    if isinstance(v, dict):
+        return {k: _stable(x) for k, x in v.items() if k not in _VOLATILE}
+    if isinstance(v, list):
+        return [_stable(x) for x in v]
+    return v
+
+
+def _leaf_diffs(a: Any, b: Any, path: str = "") -> list[str]:
+    """``path: bulk value vs write-path value`` for every differing leaf."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b), key=str)
+                for d in _leaf_diffs(a.get(k, "<missing>"), b.get(k, "<missing>"), f"{path}.{k}")]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in _leaf_diffs(x, y, f"{path}[{i}]")]
+    return [] if a == b else [f"{path}: bulk {str(a)[:200]} vs write path {str(b)[:200]}"]
+
+
+def verify_audit_details(audit_ids: list[int]) -> dict[str, Any]:
+    """For each bulk-loaded audit (without reviews): the same audit written by the real write path
+    — ``create_audit`` (same fiche, config, trigger), ``write_snapshot`` (the config as the asset
+    freezes it; empty timeline), ``upsert_step_result`` for every step with the same step outputs,
+    then ``finalize_running_audit`` with evidence gating off (the synthetic quotes are in no
+    transcript) — in a transaction that is rolled back; ``audit_detail`` of both must be equal
+    but for ids, tracking id, instants and durations."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from auditflow_dagster.db import audits as audit_db
+    from auditflow_dagster.db.configs import load_config
+    from auditflow_dagster.db.finalizer import finalize_running_audit
+    from auditflow_dagster.db.models import Audit, AuditStepResultHumanReview
+    from auditflow_dagster.db.session import get_engine
+    from auditflow_dagster.settings import get_settings
+
+    saved = os.environ.get("AUDIT_EVIDENCE_GATING")
+    os.environ["AUDIT_EVIDENCE_GATING"] = "false"
+    get_settings.cache_clear()
+    diffs: list[str] = []
+    checked = 0
+    try:
+        for aid in audit_ids:
+            with Session(get_engine()) as s:
+                if s.scalar(select(AuditStepResultHumanReview.id).where(AuditStepResultHumanReview.audit_id == aid).limit(1)):
+                    continue
+                bulk = audit_db.audit_detail(s, aid)
+                a = s.get(Audit, aid)
+                fiche = s.get(FicheCache, a.fiche_cache_id)
+                _, spec = load_config(s, a.audit_config_id)
+                new, _ = audit_db.create_audit(s, fiche_cache_id=fiche.id, audit_config_id=a.audit_config_id,
+                                               tracking_id=f"{a.tracking_id}-verify", dagster_run_id=None,
+                                               trigger_source=a.trigger_source)
+                audit_db.write_snapshot(s, new.id, config={"id": a.audit_config_id, **spec.model_dump(mode="json")},
+                                        timeline=[], timeline_text="", step_excerpts={})
+                new.recordings_count, new.timeline_chunks = a.recordings_count, a.timeline_chunks
+                for st, out in zip(spec.steps, audit_step_outputs(fiche.fiche_id, spec.steps), strict=True):
+                    audit_db.upsert_step_result(s, new.id, st, out, usage={"prompt_tokens": 3000, "completion_tokens": 400,
+                                                                           "total_tokens": 3400}, model="bench")
+                s.flush()
+                finalize_running_audit(s, new, fiche, None)
+                s.flush()
+                real = audit_db.audit_detail(s, new.id)
+                s.rollback()
+            checked += 1
+            diffs += [f"audit {aid}: {d}" for d in _leaf_diffs(_stable(bulk), _stable(real))[:10]]
+    finally:
+        if saved is None:
+            os.environ.pop("AUDIT_EVIDENCE_GATING", None)
+        else:
+            os.environ["AUDIT_EVIDENCE_GATING"] = saved
+        get_settings.cache_clear()
+    return {"ok": not diffs and checked > 0, "audits": checked, "diffs": diffs}
 
 
 def verify_audit_against_write_path(audit_id: int) -> dict[str, Any]:
