@@ -279,53 +279,53 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def load_step_outputs(session: Session, audit_id: int) -> dict[int, dict[str, Any]]:
-    """Rebuild each stored step as the §3.4 payload (+ ``raw_result``), keyed by stored position."""
-    steps = list(session.scalars(select(AuditStepResult).where(AuditStepResult.audit_id == audit_id)))
-    points = list(
-        session.scalars(
-            select(AuditStepResultControlPoint)
-            .where(AuditStepResultControlPoint.audit_id == audit_id)
-            .order_by(AuditStepResultControlPoint.step_position, AuditStepResultControlPoint.control_point_index)
-        )
-    )
-    cites = list(
-        session.scalars(
-            select(AuditStepResultCitation)
-            .where(AuditStepResultCitation.audit_id == audit_id)
-            .order_by(
-                AuditStepResultCitation.step_position,
-                AuditStepResultCitation.control_point_index,
-                AuditStepResultCitation.citation_index,
-            )
-        )
-    )
+def load_step_outputs(session: Session, audit_id: int,
+                      steps: list[AuditStepResult] | None = None) -> dict[int, dict[str, Any]]:
+    """Rebuild each stored step as the §3.4 payload (+ ``raw_result``), keyed by stored position.
+    ``steps``: the audit's step rows when the caller already loaded them. Control points and
+    citations are read as plain column tuples (no ORM instances: a detail read has ~200 of them)."""
+    if steps is None:
+        steps = list(session.scalars(select(AuditStepResult).where(AuditStepResult.audit_id == audit_id)))
+    P, C = AuditStepResultControlPoint, AuditStepResultCitation
+    points = session.execute(
+        select(P.step_position, P.control_point_index, P.point, P.statut, P.commentaire, P.minutages,
+               P.erreur_transcription_notee, P.variation_phonetique_utilisee)
+        .where(P.audit_id == audit_id)
+        .order_by(P.step_position, P.control_point_index)
+    ).all()
+    cites = session.execute(
+        select(C.step_position, C.control_point_index, C.texte, C.minutage, C.minutage_secondes, C.speaker,
+               C.recording_index, C.chunk_index, C.recording_date, C.recording_time, C.recording_url)
+        .where(C.audit_id == audit_id)
+        .order_by(C.step_position, C.control_point_index, C.citation_index)
+    ).all()
     by_point: dict[tuple[int, int], list[dict[str, Any]]] = {}
-    for c in cites:
-        by_point.setdefault((c.step_position, c.control_point_index), []).append(
+    for (pos, cpi, texte, minutage, minutage_secondes, speaker, recording_index, chunk_index, recording_date,
+         recording_time, recording_url) in cites:
+        by_point.setdefault((pos, cpi), []).append(
             {
-                "texte": c.texte,
-                "minutage": c.minutage,
-                "minutage_secondes": c.minutage_secondes,
-                "speaker": c.speaker,
-                "recording_index": c.recording_index,
-                "chunk_index": c.chunk_index,
-                "recording_date": c.recording_date,
-                "recording_time": c.recording_time,
-                "recording_url": c.recording_url,
+                "texte": texte,
+                "minutage": minutage,
+                "minutage_secondes": minutage_secondes,
+                "speaker": speaker,
+                "recording_index": recording_index,
+                "chunk_index": chunk_index,
+                "recording_date": recording_date,
+                "recording_time": recording_time,
+                "recording_url": recording_url,
             }
         )
     pts: dict[int, list[dict[str, Any]]] = {}
-    for p in points:
-        pts.setdefault(p.step_position, []).append(
+    for pos, cpi, point, statut, commentaire, minutages, erreur, variation in points:
+        pts.setdefault(pos, []).append(
             {
-                "point": p.point,
-                "statut": p.statut,
-                "commentaire": p.commentaire,
-                "citations": by_point.get((p.step_position, p.control_point_index), []),
-                "minutages": list(p.minutages),
-                "erreur_transcription_notee": p.erreur_transcription_notee,
-                "variation_phonetique_utilisee": p.variation_phonetique_utilisee,
+                "point": point,
+                "statut": statut,
+                "commentaire": commentaire,
+                "citations": by_point.get((pos, cpi), []),
+                "minutages": list(minutages),
+                "erreur_transcription_notee": erreur,
+                "variation_phonetique_utilisee": variation,
             }
         )
     out: dict[int, dict[str, Any]] = {}
@@ -439,20 +439,22 @@ def audit_object(a: Audit) -> dict[str, Any]:
     }
 
 
-def _step_trails(session: Session, audit_id: int) -> dict[int, dict[str, list[dict[str, Any]]]]:
+def _step_trails(session: Session, audit_id: int,
+                 rows: dict[int, AuditStepResult] | None = None) -> dict[int, dict[str, list[dict[str, Any]]]]:
     """The review/rerun trails of each step (spec 04 §3.4), from :mod:`db.trails` when present."""
     try:
         from auditflow_dagster.db.trails import step_trails
     except ImportError:  # trails module not deployed: empty trails
         return {}
-    return step_trails(session, audit_id)
+    return step_trails(session, audit_id,
+                       None if rows is None else [(r.step_position, r.raw_result) for r in rows.values()])
 
 
 def _step_payloads(session: Session, a: Audit, rows: dict[int, AuditStepResult],
                    outputs: dict[int, dict[str, Any]]) -> dict[int, dict[str, Any]]:
     """One latest-view payload per step row (spec 04 §4.2 step 2, with the §4.2 step 3 Deviation:
     a row without control points is synthesized from its columns with ``points_controle: []``)."""
-    trails = _step_trails(session, a.id)
+    trails = _step_trails(session, a.id, rows)
     payloads: dict[int, dict[str, Any]] = {}
     for pos in sorted(rows):
         r, out = rows[pos], outputs[pos]
@@ -480,8 +482,9 @@ def latest_view(session: Session, a: Audit) -> Any:
     if not isinstance(result_data, dict) or not isinstance(result_data.get("audit"), dict) \
             or not isinstance(result_data["audit"].get("results"), dict):
         return result_data
-    rows = {r.step_position: r for r in session.scalars(select(AuditStepResult).where(AuditStepResult.audit_id == a.id))}
-    return _latest_view(result_data, _step_payloads(session, a, rows, load_step_outputs(session, a.id)), rows)
+    steps = list(session.scalars(select(AuditStepResult).where(AuditStepResult.audit_id == a.id)))
+    rows = {r.step_position: r for r in steps}
+    return _latest_view(result_data, _step_payloads(session, a, rows, load_step_outputs(session, a.id, steps)), rows)
 
 
 def _compliance_from_rows(rows: dict[int, AuditStepResult]) -> dict[str, Any]:
@@ -531,16 +534,21 @@ def audit_detail(session: Session, audit_id: int) -> dict[str, Any] | None:
         FicheCacheInformation,
     )
 
-    a = session.get(Audit, audit_id)
-    if a is None:
+    # the audit, its fiche, the fiche's information groupe and its config in one statement; the
+    # step rows once (outputs, row fields and trails all read them)
+    head = session.execute(
+        select(Audit, FicheCache, FicheCacheInformation.groupe, AuditConfig)
+        .outerjoin(FicheCache, FicheCache.id == Audit.fiche_cache_id)
+        .outerjoin(FicheCacheInformation, FicheCacheInformation.fiche_cache_id == Audit.fiche_cache_id)
+        .outerjoin(AuditConfig, AuditConfig.id == Audit.audit_config_id)
+        .where(Audit.id == audit_id)
+    ).first()
+    if head is None:
         return None
-    fiche = session.get(FicheCache, a.fiche_cache_id)
-    info_groupe = session.scalar(
-        select(FicheCacheInformation.groupe).where(FicheCacheInformation.fiche_cache_id == a.fiche_cache_id)
-    )
-    cfg = session.get(AuditConfig, a.audit_config_id)
-    outputs = load_step_outputs(session, a.id)
-    rows = {r.step_position: r for r in session.scalars(select(AuditStepResult).where(AuditStepResult.audit_id == a.id))}
+    a, fiche, info_groupe, cfg = head
+    steps = list(session.scalars(select(AuditStepResult).where(AuditStepResult.audit_id == a.id)))
+    outputs = load_step_outputs(session, a.id, steps)
+    rows = {r.step_position: r for r in steps}
     payloads = _step_payloads(session, a, rows, outputs)
     step_results = []
     for pos in sorted(rows):

@@ -182,14 +182,16 @@ def rerun_entry(e: AuditStepResultRerunEvent) -> dict[str, Any]:
     }
 
 
-def step_trails(session: Session, audit_id: int) -> dict[int, dict[str, list[dict[str, Any]]]]:
+def step_trails(session: Session, audit_id: int,
+                raw_results: list[tuple[int, Any]] | None = None) -> dict[int, dict[str, list[dict[str, Any]]]]:
     """``{step_position: {"human_review": [...], "rerun_history": [...]}}`` for every stored step.
 
     Table rows win; a step with no row in a table passes its legacy ``raw_result`` array through
-    unchanged (spec 04 §3.4 read fallback). Oldest first: ``(time, id)``.
+    unchanged (spec 04 §3.4 read fallback). Oldest first: ``(time, id)``. ``raw_results``: the
+    audit's ``(step_position, raw_result)`` pairs when the caller already loaded its step rows.
     """
-    rows = session.execute(select(AuditStepResult.step_position, AuditStepResult.raw_result)
-                           .where(AuditStepResult.audit_id == audit_id)).all()
+    rows = raw_results if raw_results is not None else session.execute(
+        select(AuditStepResult.step_position, AuditStepResult.raw_result).where(AuditStepResult.audit_id == audit_id)).all()
     out: dict[int, dict[str, list[dict[str, Any]]]] = {pos: {"human_review": [], "rerun_history": []} for pos, _ in rows}
     reviews = session.scalars(select(AuditStepResultHumanReview).where(AuditStepResultHumanReview.audit_id == audit_id)
                               .order_by(AuditStepResultHumanReview.reviewed_at, AuditStepResultHumanReview.id))
