@@ -804,13 +804,14 @@ def _leaf_diffs(a: Any, b: Any, path: str = "") -> list[str]:
     return [] if a == b else [f"{path}: bulk {str(a)[:200]} vs write path {str(b)[:200]}"]
 
 
-def verify_audit_details(audit_ids: list[int]) -> dict[str, Any]:
+def verify_audit_details(audit_ids: list[int], *, limit: int | None = None) -> dict[str, Any]:
     """For each bulk-loaded audit (without reviews): the same audit written by the real write path
     — ``create_audit`` (same fiche, config, trigger), ``write_snapshot`` (the config as the asset
     freezes it; empty timeline), ``upsert_step_result`` for every step with the same step outputs,
     then ``finalize_running_audit`` with evidence gating off (the synthetic quotes are in no
     transcript) — in a transaction that is rolled back; ``audit_detail`` of both must be equal
-    but for ids, tracking id, instants and durations."""
+    but for ids, tracking id, instants and durations. Audits with reviews are skipped (a review is
+    a later write); at most ``limit`` audits are checked."""
     from sqlalchemy import select
     from sqlalchemy.orm import Session
 
@@ -828,6 +829,8 @@ def verify_audit_details(audit_ids: list[int]) -> dict[str, Any]:
     checked = 0
     try:
         for aid in audit_ids:
+            if limit is not None and checked >= limit:
+                break
             with Session(get_engine()) as s:
                 if s.scalar(select(AuditStepResultHumanReview.id).where(AuditStepResultHumanReview.audit_id == aid).limit(1)):
                     continue
