@@ -553,10 +553,46 @@ def _human(r: dict[str, Any], notes: list[str]) -> None:
         ps = r["py_spy"]
         lines.append(f"  py-spy on one more run ({ps.get('samples')} samples in the run process): "
                      + ", ".join(f"{k} {v}%" for k, v in ps.get("share_pct", {}).items()))
+    bc = r.get("bytecode") or {}
+    lines.append(f"  bytecode: PYTHONDONTWRITEBYTECODE={'1' if bc.get('dont_write_bytecode') else 'unset'}, "
+                 f"cache prefix {bc.get('pycache_prefix') or 'none'}, dagster .pyc present: {bc.get('dagster_pyc_present')}")
     lines.append(f"  stack processes: peak RSS {r['stack_peak_rss_mb']} MB, CPU {r['stack_cpu_s']} s; other Dagster runs "
                  f"during the bench: {r['other_dagster_runs_during_bench']}")
     lines += [f"  note: {n}" for n in notes]
     print("\n".join(lines), flush=True)
+
+
+def bytecode_state() -> dict[str, Any]:
+    """Whether the processes this bench starts find compiled bytecode: ``PYTHONDONTWRITEBYTECODE``
+    (set here and in ``deploy/Dockerfile``) with no ``.pyc`` shipped means every process compiles
+    every module it imports, every time."""
+    import importlib.util
+
+    import dagster
+
+    prefix = os.environ.get("PYTHONPYCACHEPREFIX")
+    src = dagster.__file__
+    if prefix:  # the children's view (this process started without the prefix)
+        pyc = Path(prefix) / Path(importlib.util.cache_from_source(src)).relative_to("/")
+        pyc = pyc.parent.parent / pyc.name  # no __pycache__ level under a prefix
+    else:
+        pyc = Path(importlib.util.cache_from_source(src))
+    return {"dont_write_bytecode": bool(os.environ.get("PYTHONDONTWRITEBYTECODE")), "pycache_prefix": prefix,
+            "dagster_pyc_present": pyc.exists()}
+
+
+def precompile(prefix: str) -> float:
+    """Compile the venv and the project into ``prefix`` and point every child process at it."""
+    import sysconfig
+
+    from auditflow_dagster.stack import REPO_ROOT
+
+    os.environ["PYTHONPYCACHEPREFIX"] = prefix
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "-j", "0", sysconfig.get_paths()["purelib"],
+                    str(REPO_ROOT / "auditflow_dagster"), str(REPO_ROOT / "api"), str(REPO_ROOT / "tests"),
+                    str(REPO_ROOT / "bench")], env=dict(os.environ), stdout=subprocess.DEVNULL, check=False)
+    return time.perf_counter() - t
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -570,15 +606,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per audit")
     ap.add_argument("--py-spy", action="store_true", help="sample one extra run with py-spy (uvx py-spy)")
     ap.add_argument("--spy-seconds", type=float, default=25.0)
+    ap.add_argument("--bytecode-cache", metavar="DIR", default=None,
+                    help="compile the venv and the project into DIR first and run every process with PYTHONPYCACHEPREFIX=DIR")
     ap.add_argument("--dump-log", default=None, help="write the first measured run's Dagster event log to this file")
     ap.add_argument("--database-url", default=os.environ.get("AUDITFLOW_BENCH_DATABASE_URL"))
     args = ap.parse_args(argv)
     args.baseline = max(0, args.baseline)
+    precompile_s = None
+    if args.bytecode_cache:
+        print(f"compiling bytecode into {args.bytecode_cache} …", file=sys.stderr, flush=True)
+        precompile_s = round(precompile(args.bytecode_cache), 1)
 
     from bench._stack import stack_databases
 
     with stack_databases(args.database_url) as (app_url, dagster_url):
         result, notes = run(args, app_url, dagster_url)
+    result["bytecode"] = {**bytecode_state(), "precompile_s": precompile_s}
+    if not result["bytecode"]["dagster_pyc_present"]:
+        notes.append("no compiled bytecode: every process (each run worker too) compiles what it imports "
+                     "(PYTHONDONTWRITEBYTECODE and no .pyc shipped); --bytecode-cache DIR measures with .pyc")
     print(json.dumps(result, separators=(",", ":")), flush=True)
     _human(result, notes)
     return 0
