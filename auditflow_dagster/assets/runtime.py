@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from auditflow_dagster.db.locks import close_lock_connections
-from auditflow_dagster.db.session import session_scope
+from auditflow_dagster.db.session import session_scope, with_reconnect
 
 T = TypeVar("T")
 
@@ -33,13 +33,14 @@ def run_async(main: Callable[[], Awaitable[T]], *, threads: int = 48) -> T:
 
 
 async def in_tx(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run ``fn(session, *args, **kwargs)`` in its own transaction on a worker thread."""
+    """Run ``fn(session, *args, **kwargs)`` in its own transaction on a worker thread; the whole
+    transaction runs again if the database went away meanwhile (``with_reconnect``)."""
 
-    def _call() -> T:
+    def _once() -> T:
         with session_scope() as s:
             return fn(s, *args, **kwargs)
 
-    return await asyncio.to_thread(_call)
+    return await asyncio.to_thread(with_reconnect, _once)
 
 
 async def bounded_gather(limit: int, items: list[Any], fn: Callable[[Any], Awaitable[T]]) -> list[T]:

@@ -7,7 +7,9 @@
   pay twice for the same audio).
 
 Locks are session-level and live on a dedicated connection, so a crashed process releases them
-when its connection drops — no stale lock rows to clean up.
+when its connection drops — no stale lock rows to clean up. While the server restarts, taking a
+lock waits for it (a new connection, for up to ``RECONNECT_SECONDS``) instead of failing the run;
+a lock held across the restart is lost with its connection.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 import zlib
 from collections.abc import AsyncIterator
 
 import psycopg
 
-from auditflow_dagster.db.session import app_url
+from auditflow_dagster.db.session import RECONNECT_SECONDS, app_url, is_disconnect
 
 
 def _libpq_url() -> str:
@@ -49,7 +52,7 @@ class _ConnectionPool:
             conn = idle.pop()
             if not conn.closed:
                 return conn
-        return await psycopg.AsyncConnection.connect(_libpq_url(), autocommit=True)
+        return await _connect()
 
     async def put(self, conn: psycopg.AsyncConnection) -> None:
         idle = self._idle.setdefault(id(asyncio.get_running_loop()), [])
@@ -62,6 +65,35 @@ class _ConnectionPool:
         idle = self._idle.pop(id(asyncio.get_running_loop()), [])
         for conn in idle:
             await conn.close()
+
+
+async def _connect() -> psycopg.AsyncConnection:
+    """A new lock connection, waiting (with backoff) while the server is unreachable."""
+    deadline = time.monotonic() + RECONNECT_SECONDS
+    delay = 0.25
+    while True:
+        try:
+            return await psycopg.AsyncConnection.connect(_libpq_url(), autocommit=True)
+        except psycopg.OperationalError as exc:
+            if not is_disconnect(exc) or time.monotonic() + delay > deadline:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+async def _try_lock(conn: psycopg.AsyncConnection, ns: int, key: int) -> tuple[psycopg.AsyncConnection, bool]:
+    """``pg_try_advisory_lock(ns, key)``; a connection the server dropped (restart) is replaced by a
+    new one and the attempt repeated. Returns the connection in use and whether the lock is held."""
+    deadline = time.monotonic() + RECONNECT_SECONDS
+    while True:
+        try:
+            row = await (await conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (ns, key))).fetchone()
+            return conn, bool(row and row[0])
+        except psycopg.OperationalError as exc:
+            if not is_disconnect(exc) or time.monotonic() > deadline:
+                raise
+            await conn.close()
+            conn = await _connect()
 
 
 _pool = _ConnectionPool()
@@ -99,8 +131,8 @@ async def _pg_slot(name: str, limit: int, poll_seconds: float) -> AsyncIterator[
             start = random.randrange(limit)
             for i in range(limit):
                 candidate = (start + i) % limit
-                row = await (await conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (ns, candidate))).fetchone()
-                if row and row[0]:
+                conn, taken = await _try_lock(conn, ns, candidate)
+                if taken:
                     slot = candidate
                     break
             if slot < 0:
@@ -125,8 +157,7 @@ async def advisory_lock(name: str, *, wait: bool = True, timeout_seconds: float 
     try:
         deadline = asyncio.get_running_loop().time() + timeout_seconds
         while True:
-            row = await (await conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (ns, key))).fetchone()
-            held = bool(row and row[0])
+            conn, held = await _try_lock(conn, ns, key)
             if held or not wait or asyncio.get_running_loop().time() >= deadline:
                 break
             await asyncio.sleep(0.05)

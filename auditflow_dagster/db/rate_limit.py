@@ -12,7 +12,7 @@ import asyncio
 from sqlalchemy import text
 
 from auditflow_dagster.core.rate_limit import BucketState, take
-from auditflow_dagster.db.session import session_scope
+from auditflow_dagster.db.session import session_scope, with_reconnect
 
 
 def try_take(name: str, per_minute: int, burst: int) -> float:
@@ -32,7 +32,7 @@ def try_take(name: str, per_minute: int, burst: int) -> float:
 async def acquire(name: str, per_minute: int, burst: int, *, max_sleep: float = 5.0) -> None:
     """Wait for a token (queued, never dropped)."""
     while True:
-        wait = await asyncio.to_thread(try_take, name, per_minute, burst)
+        wait = await asyncio.to_thread(with_reconnect, lambda: try_take(name, per_minute, burst))
         if wait <= 0:
             return
         await asyncio.sleep(min(max_sleep, max(0.01, wait)))

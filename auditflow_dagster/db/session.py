@@ -3,19 +3,33 @@
 ``app_url()`` resolves the database URL (env, set by the entry point that started the embedded
 server, see :mod:`auditflow_dagster.db.embedded`), ``get_engine()`` keeps one pooled engine per URL
 and process, and ``session_scope()`` is the only transaction helper: commit on success, rollback on
-error, always close.
+error, always close. ``with_reconnect()`` reruns a whole transaction while the server is unreachable
+(a restart, a failover): pipeline code survives a database restart instead of failing its run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 from sqlalchemy import Engine, create_engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from auditflow_dagster.settings import get_settings
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+#: how long :func:`with_reconnect` keeps retrying while the server is unreachable; longer than a
+#: PostgreSQL restart, shorter than anything a run would rather wait for than fail
+RECONNECT_SECONDS = 120.0
+#: SQLSTATEs of a server going away: admin/crash shutdown, "the database system is starting up"
+_SHUTDOWN_STATES = frozenset({"57P01", "57P02", "57P03"})
 
 _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
@@ -72,6 +86,41 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def is_disconnect(exc: BaseException) -> bool:
+    """True for a lost or refused connection (server restarting, shutting down, unreachable):
+    nothing the transaction did was committed, so running it again is safe. Any other error
+    (constraint, bad SQL, a lock timeout) is the caller's."""
+    import psycopg
+
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        exc = exc.orig
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    state = exc.sqlstate
+    return state is None or state.startswith("08") or state in _SHUTDOWN_STATES
+
+
+def with_reconnect(fn: Callable[[], T], *, seconds: float = RECONNECT_SECONDS, what: str = "transaction") -> T:
+    """``fn()`` — a whole transaction, e.g. ``session_scope`` and its work — run again while the
+    database is unreachable, with backoff, for at most ``seconds``. The pool's pre-ping replaces
+    the dead connections. A commit whose acknowledgement was lost may run twice: callers pass
+    idempotent work (upserts, lookups by natural key), as every pipeline transaction is."""
+    deadline = time.monotonic() + seconds
+    delay = 0.25
+    while True:
+        try:
+            return fn()
+        except Exception as exc:
+            if not is_disconnect(exc) or time.monotonic() + delay > deadline:
+                raise
+            log.warning("database unreachable during %s (%s); retrying in %.2fs",
+                        what, str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def dispose_engines() -> None:
