@@ -44,11 +44,28 @@ def _continued(instance, root: str) -> bool:
                                          limit=1))
 
 
+def _will_retry(instance, run) -> bool:
+    """Dagster will relaunch this failed run (run retries). It records the failure, then tags the
+    run ``dagster/will_retry`` in a second write: read in between, the tag is missing although a
+    retry is coming, and finalizing now would end its audits with fallback steps that the retry
+    could no longer replace. So without the tag, decide as Dagster does."""
+    tag = run.tags.get("dagster/will_retry")
+    if tag is not None:
+        return tag == "true"
+    if run.status != DagsterRunStatus.FAILURE or not instance.run_retries_enabled:
+        return False
+    from dagster._core.events import RunFailureReason
+    from dagster._core.execution.retries import auto_reexecution_should_retry_run
+
+    reason = run.tags.get("dagster/failure_reason")
+    return auto_reexecution_should_retry_run(instance, run, RunFailureReason(reason) if reason else None)
+
+
 def end_run(instance, run) -> dict[str, int]:
     """Terminal events for one ended run; idempotent (finalized audits and answered fiches are
     left alone). Returns ``{audits, transcriptions}`` counts."""
     counts = {"audits": 0, "transcriptions": 0}
-    if run.tags.get("dagster/will_retry") == "true":
+    if _will_retry(instance, run):
         return counts
     root = run.root_run_id or run.run_id
     if _continued(instance, root):

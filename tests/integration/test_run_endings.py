@@ -68,3 +68,33 @@ def test_sensor_starts_from_now_and_keeps_a_cursor(db, dagster_instance):
     create_run_for_test(instance, job_name="audit_fiche", status=DagsterRunStatus.FAILURE)  # before the sensor
     result = run_endings(build_sensor_context(instance=instance))
     assert "runs=0" in result.skip_reason.skip_message and float(result.cursor) > 0
+
+
+
+def test_failed_run_not_yet_tagged_for_retry_is_left_alone(db, dagster_instance):
+    """Dagster records a run's failure, then tags it ``dagster/will_retry`` in a second write: a
+    sweep in between must not finalize what the coming retry will finish (the crash tests kill run
+    workers, tests/e2e/test_crash_safety.py). Once no retry is left, the run is ended as before."""
+    import os
+
+    from dagster import instance_for_test
+
+    audit_id = _analysed_but_not_finalized(dagster_instance)
+    overrides = {"storage": {"postgres": {"postgres_url": os.environ["AUDITFLOW_DAGSTER_STORAGE_URL"]}},
+                 "run_retries": {"enabled": True, "max_retries": 1}}
+    with instance_for_test(overrides=overrides) as instance:
+        crashed = create_run_for_test(instance, job_name="audit_fiche", status=DagsterRunStatus.FAILURE,
+                                      tags={"dagster/failure_reason": "RUN_EXCEPTION"})
+        assert "dagster/will_retry" not in crashed.tags  # the instant between Dagster's two writes
+        _attach(audit_id, crashed.run_id)
+        assert sweep(instance, None)[0] == {"runs": 1, "audits": 0, "transcriptions": 0}
+        with session_scope() as s:
+            assert s.get(Audit, audit_id).status == "running"
+        # its retry crashed too, and it was the last one allowed: the audit is ended now
+        create_run_for_test(instance, job_name="audit_fiche", status=DagsterRunStatus.FAILURE,
+                            tags={"dagster/failure_reason": "RUN_EXCEPTION", "dagster/root_run_id": crashed.run_id,
+                                  "dagster/parent_run_id": crashed.run_id},
+                            root_run_id=crashed.run_id, parent_run_id=crashed.run_id)
+        assert sweep(instance, None)[0]["audits"] == 1
+    with session_scope() as s:
+        assert s.get(Audit, audit_id).status == "completed"
