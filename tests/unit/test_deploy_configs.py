@@ -200,6 +200,15 @@ def test_tag_limits_match_the_development_instance() -> None:
     assert {"auditflow/rerun_audit_id", "automation/schedule_id", "automation/run_id"} <= keys
 
 
+def test_crash_recovery_matches_the_development_instance() -> None:
+    """The development instance (``auditflow stack``/demo, the e2e and crash tests) retries crashed
+    runs and monitors runs exactly as production does (tests/e2e/test_crash_safety.py relies on it)."""
+    dev = load(REPO / "dagster.yaml")
+    prod = load(INSTANCE_FILES["vm"])
+    assert dev["run_retries"] == prod["run_retries"]
+    assert dev["run_monitoring"] == prod["run_monitoring"]
+
+
 # --- Kubernetes: Helm values ↔ instance file ---------------------------------------------------
 
 
