@@ -58,6 +58,7 @@ class Child:
     name: str
     proc: subprocess.Popen
     log_path: Path
+    args: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -70,6 +71,9 @@ class Stack:
     log_dir: Path = field(default_factory=lambda: get_settings().home_dir / "logs")
     crm_options: list[str] = field(default_factory=list)
     children: list[Child] = field(default_factory=list)
+    #: process groups of respawned children: what they left running (a killed daemon's code server
+    #: and run workers finish their runs) is ended with the stack
+    old_groups: list[int] = field(default_factory=list)
 
     @property
     def crm_url(self) -> str:
@@ -99,7 +103,7 @@ class Stack:
         proc = subprocess.Popen(
             args, cwd=REPO_ROOT, env=self.child_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
-        self.children.append(Child(name, proc, log_path))
+        self.children.append(Child(name, proc, log_path, list(args)))
 
     def start(self, *, with_crm: bool = True) -> None:
         prepare_database()
@@ -115,6 +119,20 @@ class Stack:
         self._spawn("dagster-daemon", [str(bindir / "dagster-daemon"), "run", "-w", workspace])
         self._spawn("api", [py, "-m", "uvicorn", "api.app:create_app", "--factory", "--host", "127.0.0.1",
                             "--port", str(self.api_port), "--log-level", "warning"])
+
+    def child(self, name: str) -> Child:
+        return next(c for c in self.children if c.name == name)
+
+    def respawn(self, name: str) -> Child:
+        """Start child ``name`` again with the same command (after it died or was killed), in a new
+        process group, appending to the same log. The crash tests restart the daemon this way."""
+        old = self.child(name)
+        if old.proc.poll() is None:
+            raise RuntimeError(f"{name} is still running (pid {old.proc.pid})")
+        self.children.remove(old)
+        self.old_groups.append(old.proc.pid)
+        self._spawn(name, old.args)
+        return self.children[-1]
 
     def wait_ready(self, timeout: float = 180.0) -> None:
         deadline = time.monotonic() + timeout
@@ -139,6 +157,11 @@ class Stack:
                 time.sleep(0.5)
 
     def stop(self, grace: float = 10.0) -> None:
+        for pgid in self.old_groups:
+            try:
+                os.killpg(pgid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
         for child in self.children:
             if child.proc.poll() is None:
                 try:
@@ -156,7 +179,13 @@ class Stack:
                 os.killpg(child.proc.pid, signal.SIGKILL)  # the whole group: run workers included
             except ProcessLookupError:
                 pass
+        for pgid in self.old_groups:
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         self.children.clear()
+        self.old_groups.clear()
 
     def __enter__(self) -> "Stack":
         self.start()
