@@ -7,6 +7,7 @@ Not a benchmark of the code: it bounds what a run-granularity change can gain (i
 """
 import asyncio
 import time
+
 SCALE = 0.04  # 1 simulated second = 40 ms
 async def sim(n_fiches, per_run, max_runs, fiche_conc, pipelined, run_start=8.0):
     crm=asyncio.Semaphore(3); stt=asyncio.Semaphore(4); llm=asyncio.Semaphore(16)
