@@ -8,9 +8,11 @@ Set-up (real processes, real HTTP, real Postgres):
 * a throw-away application database (``bench._db.BenchDatabase``) and the API as production runs
   it (``uvicorn api.app:create_app --factory``, one process, ``AUDITFLOW_AUTH=off``): one LISTEN
   connection (``api/event_bus.py``) fanning the ``events`` outbox out to every SSE client;
-* ``--clients`` SSE clients (asyncio + httpx streaming, in ``--client-procs`` processes):
-  ``--clients - --distinct`` on the shared channel ``/api/realtime/global`` and ``--distinct`` each
-  on its own channel ``/api/realtime/audits/bench-<j>``;
+* ``--clients`` SSE clients in ``--client-procs`` asyncio processes: ``--clients - --distinct``
+  on the shared channel ``/api/realtime/global`` and ``--distinct`` each on its own channel
+  ``/api/realtime/audits/bench-<j>``. Each speaks HTTP/1.1 on an asyncio stream and decodes the
+  chunked body itself (``--client raw``, default): with httpx streaming (``--client httpx``) one
+  client process spent more CPU than the API and its lag became the measurement;
 * once every client is subscribed (it received the ``retry:`` frame, sent after the subscription),
   a thread emits ``--rate`` events per second for ``--duration`` seconds through the real emitter
   (``auditflow_dagster.db.events.emit``: INSERT into ``events`` + ``pg_notify``, one transaction
@@ -20,7 +22,8 @@ Set-up (real processes, real HTTP, real Postgres):
 Measured: event-to-client latency of every delivery (commit + NOTIFY + bus read + fan-out +
 framing + socket + client parse; client receive instant − emit instant, one machine clock),
 deliveries lost and duplicated (both must be 0: every client knows which sequence numbers it is
-owed), frames out of id order, the API process's CPU (over the emission window) and RSS (idle, with
+owed; after the last emit the bench waits until everything arrived or nothing arrived for
+``--drain`` seconds), frames out of id order, the API process's CPU (over the emission window) and RSS (idle, with
 every client connected, peak), and — so the numbers are about the server — the clients' own event
 loop lag (a 10 ms ticker per client process: how late it wakes). One JSON line, then a summary.
 """
@@ -64,6 +67,7 @@ def _client_urls(base: str, clients: int, distinct: int) -> list[tuple[str, int 
 class ClientStats:
     def __init__(self) -> None:
         self.latencies = array("d")  # seconds
+        self.seqs = array("l")  # the sequence number of each latency
         self.received: dict[int, int] = {}  # seq -> times received
         self.out_of_order = 0
         self.last_id = 0
@@ -71,7 +75,40 @@ class ClientStats:
         self.error: str | None = None
 
 
-async def _one_client(http: httpx.AsyncClient, url: str, stats: ClientStats, stop: asyncio.Event) -> None:
+def _consume(buf: bytes, now: float, stats: ClientStats) -> bytes:
+    """Parse the complete SSE frames at the start of ``buf``; returns the incomplete rest."""
+    while True:
+        end = buf.find(b"\n\n")
+        if end < 0:
+            return buf
+        frame, buf = buf[:end], buf[end + 2:]
+        event_id = name = data = None
+        for line in frame.split(b"\n"):
+            if line.startswith(b"data: "):
+                data = line[6:]
+            elif line.startswith(b"event: "):
+                name = line[7:]
+            elif line.startswith(b"id: "):
+                event_id = int(line[4:])
+            elif line.startswith(b"retry:") and stats.subscribed_at is None:
+                stats.subscribed_at = now
+        if name != _EVENT or data is None:
+            continue
+        payload = json.loads(data)
+        seq = payload["seq"]
+        stats.latencies.append(now - payload["emitted_at"])
+        stats.seqs.append(seq)
+        stats.received[seq] = stats.received.get(seq, 0) + 1
+        if event_id is not None:
+            if event_id <= stats.last_id:
+                stats.out_of_order += 1
+            stats.last_id = max(stats.last_id, event_id)
+
+
+_EVENT = EVENT.encode()
+
+
+async def _one_client_httpx(http: httpx.AsyncClient, url: str, stats: ClientStats, stop: asyncio.Event) -> None:
     try:
         async with http.stream("GET", url, headers={"Accept": "text/event-stream"}) as resp:
             if resp.status_code != 200:
@@ -79,33 +116,7 @@ async def _one_client(http: httpx.AsyncClient, url: str, stats: ClientStats, sto
                 return
             buf = b""
             async for chunk in resp.aiter_raw():
-                now = time.time()  # when the bytes reached the client, before any parsing
-                buf += chunk
-                while True:
-                    end = buf.find(b"\n\n")
-                    if end < 0:
-                        break
-                    frame, buf = buf[:end], buf[end + 2:]
-                    event_id = name = data = None
-                    for line in frame.split(b"\n"):
-                        if line.startswith(b"data: "):
-                            data = line[6:]
-                        elif line.startswith(b"event: "):
-                            name = line[7:]
-                        elif line.startswith(b"id: "):
-                            event_id = int(line[4:])
-                        elif line.startswith(b"retry:") and stats.subscribed_at is None:
-                            stats.subscribed_at = now
-                    if name != EVENT.encode() or data is None:
-                        continue
-                    payload = json.loads(data)
-                    seq = payload["seq"]
-                    stats.latencies.append(now - payload["emitted_at"])
-                    stats.received[seq] = stats.received.get(seq, 0) + 1
-                    if event_id is not None:
-                        if event_id <= stats.last_id:
-                            stats.out_of_order += 1
-                        stats.last_id = max(stats.last_id, event_id)
+                buf = _consume(buf + chunk, time.time(), stats)  # time: when the bytes reached the client
                 if stop.is_set():
                     return
     except (httpx.HTTPError, OSError) as exc:
@@ -113,7 +124,53 @@ async def _one_client(http: httpx.AsyncClient, url: str, stats: ClientStats, sto
             stats.error = f"{type(exc).__name__}: {exc}"[:200]
 
 
-async def _clients_main(urls: list[tuple[str, int | None]], conn: Any) -> None:
+async def _one_client_raw(url: str, stats: ClientStats, stop: asyncio.Event) -> None:
+    """HTTP/1.1 over an asyncio stream, chunked transfer decoded by hand: a fraction of httpx's
+    per-chunk cost, so one client process keeps up with thousands of frames a second."""
+    u = httpx.URL(url)
+    writer = None
+    try:
+        reader, writer = await asyncio.open_connection(u.host, u.port, limit=2**20)
+        writer.write(f"GET {u.raw_path.decode()} HTTP/1.1\r\nHost: {u.host}:{u.port}\r\n"
+                     "Accept: text/event-stream\r\n\r\n".encode())
+        await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        if status != 200:
+            stats.error = f"HTTP {status}"
+            return
+        chunked = b"transfer-encoding: chunked" in head.lower()
+        raw = body = b""
+        while not stop.is_set():
+            data = await reader.read(1 << 16)
+            if not data:
+                return
+            now = time.time()  # when the bytes reached the client, before any parsing
+            if not chunked:
+                body = _consume(body + data, now, stats)
+                continue
+            raw += data
+            while True:
+                i = raw.find(b"\r\n")
+                if i < 0:
+                    break
+                size = int(raw[:i].split(b";", 1)[0], 16)
+                if len(raw) < i + 4 + size:
+                    break
+                body += raw[i + 2:i + 2 + size]
+                raw = raw[i + 4 + size:]
+                if size == 0:
+                    return
+            body = _consume(body, now, stats)
+    except (OSError, ValueError, asyncio.IncompleteReadError) as exc:
+        if not stop.is_set():
+            stats.error = f"{type(exc).__name__}: {exc}"[:200]
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+async def _clients_main(urls: list[tuple[str, int | None]], conn: Any, kind: str) -> None:
     stop = asyncio.Event()
     stats = [ClientStats() for _ in urls]
     lag = array("d")
@@ -129,7 +186,8 @@ async def _clients_main(urls: list[tuple[str, int | None]], conn: Any) -> None:
     async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(30.0, read=None)) as http:
         tasks = []
         for (url, _), st in zip(urls, stats, strict=True):
-            tasks.append(asyncio.create_task(_one_client(http, url, st, stop)))
+            one = _one_client_raw(url, st, stop) if kind == "raw" else _one_client_httpx(http, url, st, stop)
+            tasks.append(asyncio.create_task(one))
             await asyncio.sleep(0)  # a gentle ramp: one connect per loop turn
         lag_task = asyncio.create_task(ticker())
         # report subscriptions until the parent says "emitting" / "stop"
@@ -154,12 +212,12 @@ async def _clients_main(urls: list[tuple[str, int | None]], conn: Any) -> None:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, lag_task, return_exceptions=True)
-    conn.send(("result", [(u[1], s.latencies, s.received, s.out_of_order, s.error, s.subscribed_at)
+    conn.send(("result", [(u[1], s.latencies, s.seqs, s.received, s.out_of_order, s.error, s.subscribed_at)
                           for u, s in zip(urls, stats, strict=True)], lag))
 
 
-def _client_process(urls: list[tuple[str, int | None]], conn: Any) -> None:
-    asyncio.run(_clients_main(urls, conn))
+def _client_process(urls: list[tuple[str, int | None]], conn: Any, kind: str) -> None:
+    asyncio.run(_clients_main(urls, conn, kind))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -246,7 +304,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
         t_connect = time.monotonic()
         for chunk in chunks:
             parent, child = ctx.Pipe()
-            p = ctx.Process(target=_client_process, args=(chunk, child), daemon=True)
+            p = ctx.Process(target=_client_process, args=(chunk, child, args.client), daemon=True)
             p.start()
             pipes.append(parent)
             procs.append(p)
@@ -280,10 +338,12 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
             cpu_emit = sampler.cpu() - cpu0
             n_events = len(log)
             expected_total = n_events * (args.clients - args.distinct) + n_events * (1 if args.distinct else 0)
-            # drain: until every delivery arrived or --drain seconds passed
-            drain_deadline = time.monotonic() + args.drain
+            # drain: until every delivery arrived, or none arrived for --drain seconds (what is
+            # still missing then is lost), at most --drain-max seconds
             got = [0] * len(procs)
-            while time.monotonic() < drain_deadline:
+            last_total, last_change = -1, time.monotonic()
+            drain_end = time.monotonic() + args.drain_max
+            while time.monotonic() < drain_end:
                 for k, conn in enumerate(pipes):
                     while conn.poll():
                         msg = conn.recv()
@@ -291,7 +351,12 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
                             got[k] = msg[1]
                 if sum(got) >= expected_total:
                     break
+                if sum(got) != last_total:
+                    last_total, last_change = sum(got), time.monotonic()
+                elif time.monotonic() - last_change > args.drain:
+                    break
                 time.sleep(0.1)
+            drain_s = time.monotonic() - wall0 - emit_wall
             cpu_total = sampler.cpu() - cpu0
             peak_rss = sampler.peak_rss
         results: list[Any] = []
@@ -317,7 +382,10 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     lat_ms: list[float] = []
     lost = duplicated = out_of_order = errors = 0
     per_client_lost: list[int] = []
-    for channel, latencies, received, ooo, error, _ in results:
+    by_tenth: list[list[float]] = [[] for _ in range(10)]
+    for channel, latencies, seqs_of, received, ooo, error, _ in results:
+        for lat, sq in zip(latencies, seqs_of, strict=True):
+            by_tenth[min(9, sq * 10 // max(1, len(seqs)))].append(lat * 1000)
         owed = set(seqs) if channel is None else {s for s in seqs if s % args.distinct == channel}
         missing = len(owed - set(received))
         lost += missing
@@ -339,9 +407,10 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
         "clients_with_loss": sum(1 for x in per_client_lost if x),
         "latency_p50_ms": round(pct(lat_ms, 50), 2), "latency_p90_ms": round(pct(lat_ms, 90), 2),
         "latency_p99_ms": round(pct(lat_ms, 99), 2), "latency_max_ms": round(max(lat_ms), 2) if lat_ms else None,
+        "latency_p50_ms_by_tenth_of_run": [round(pct(t, 50), 1) for t in by_tenth],
         "emit_commit_p50_ms": round(pct(commit_ms, 50), 2), "emit_commit_max_ms": round(max(commit_ms), 2) if commit_ms else None,
         "emit_wall_s": round(emit_wall, 2), "deliveries_per_s": round(deliveries / emit_wall, 1) if emit_wall else None,
-        "connect_all_s": round(connect_s, 2),
+        "connect_all_s": round(connect_s, 2), "drain_s": round(drain_s, 2), "client": args.client,
         "api_cpu_pct_emitting": round(100 * cpu_emit / emit_wall, 1) if emit_wall else None,
         "api_cpu_s_total": round(cpu_total, 2),
         "api_rss_idle_mb": round(rss_idle / MB, 1), "api_rss_connected_mb": round(rss_connected / MB, 1),
@@ -364,10 +433,12 @@ def _human(r: dict[str, Any], notes: list[str]) -> None:
         f"{r['events']} events at {r['rate_per_s']}/s through db.events.emit; {r['cpus']} CPUs, load average "
         f"{r['load_avg_1m_start']} → {r['load_avg_1m_end']}",
         f"  deliveries {r['deliveries']:,}/{r['deliveries_expected']:,} ({r['deliveries_per_s']:,}/s): lost {r['lost']}, "
-        f"duplicated {r['duplicated']}, out of order {r['out_of_order']}, client errors {r['client_errors']}"
+        f"duplicated {r['duplicated']}, out of order {r['out_of_order']}, client errors {r['client_errors']}; "
+        f"last delivery {r['drain_s']} s after the last emit"
         f" → {'OK' if ok else 'NOT OK'} (goal 0 lost, 0 duplicated)",
         f"  event → client latency: p50 {r['latency_p50_ms']} ms  p90 {r['latency_p90_ms']} ms  p99 {r['latency_p99_ms']} ms  "
-        f"max {r['latency_max_ms']} ms (emit transaction p50 {r['emit_commit_p50_ms']} ms)",
+        f"max {r['latency_max_ms']} ms (emit transaction p50 {r['emit_commit_p50_ms']} ms); p50 by tenth of the run: "
+        + " ".join(str(x) for x in r["latency_p50_ms_by_tenth_of_run"]) + " ms",
         f"  API process: CPU {r['api_cpu_pct_emitting']} % of a core while emitting; RSS {r['api_rss_idle_mb']} MB idle → "
         f"{r['api_rss_connected_mb']} MB with every client connected (≈ {r['api_rss_per_client_kb']} KB/client), "
         f"peak {r['api_rss_peak_mb']} MB; all clients subscribed in {r['connect_all_s']} s",
@@ -384,7 +455,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--distinct", type=int, default=50, help="clients each on their own channel (the rest share global)")
     ap.add_argument("--rate", type=float, default=20.0, help="events per second")
     ap.add_argument("--duration", type=float, default=30.0, help="seconds of emission")
-    ap.add_argument("--drain", type=float, default=20.0, help="seconds to wait for the last deliveries")
+    ap.add_argument("--drain", type=float, default=10.0, help="after the last emit: stop waiting once no delivery "
+                    "arrived for this long")
+    ap.add_argument("--drain-max", type=float, default=300.0, help="after the last emit: stop waiting after this long")
+    ap.add_argument("--client", choices=("raw", "httpx"), default="raw",
+                    help="SSE client: HTTP/1.1 on asyncio streams (default) or httpx streaming")
     ap.add_argument("--client-procs", type=int, default=1)
     ap.add_argument("--database-url", default=os.environ.get("AUDITFLOW_BENCH_DATABASE_URL"))
     ap.add_argument("--keep", action="store_true", help="keep the database")
