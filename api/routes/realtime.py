@@ -27,6 +27,25 @@ from auditflow_dagster.settings import get_settings
 
 CHANNEL = re.compile(r"^(?:(?:audit|fiche|job)-[A-Za-z0-9_.:@=-]{1,150}|global)$")
 MAX_CHANNELS = 50
+#: frames written at once when a client's queue holds a backlog
+MAX_BATCH = 256
+_FRAME_CACHE_SIZE = 4096
+_frames: dict[int, tuple[object, str]] = {}
+
+
+def event_frame(row_id: int, name: str, payload: object) -> str:
+    """The SSE frame of one ``events`` row, encoded once: the bus hands the same row object to
+    every subscriber of its channels, so a shared channel would otherwise serialize it once per
+    client. The cache holds the payload object it encoded and only answers for that very object
+    (a replayed row is a new object: encoded again; ids are never trusted alone)."""
+    hit = _frames.get(row_id)
+    if hit is not None and hit[0] is payload:
+        return hit[1]
+    text = frame(name, payload, str(row_id))
+    if len(_frames) >= _FRAME_CACHE_SIZE:
+        del _frames[next(iter(_frames))]
+    _frames[row_id] = (payload, text)
+    return text
 
 
 def parse_channels(raw: list[str]) -> frozenset[str]:
@@ -88,7 +107,7 @@ async def _stream(request: Request, channels: frozenset[str]) -> StreamingRespon
                     while True:  # replay what the client missed, up to the settled id
                         rows = await EventBus.rows_after(conn, sent, channels, upto=settled)
                         for row_id, name, _chans, payload in rows:
-                            yield frame(name, payload, str(row_id))
+                            yield event_frame(row_id, name, payload)
                             sent = row_id
                         if len(rows) < 1000:
                             break
@@ -102,14 +121,21 @@ async def _stream(request: Request, channels: frozenset[str]) -> StreamingRespon
                     yield frame("realtime.auth_expired", {"reason": "credential revoked or expired"})
                     return
                 try:
-                    row_id, name, _chans, payload = await asyncio.wait_for(sub.queue.get(), timeout=heartbeat)
+                    async with asyncio.timeout(heartbeat):
+                        batch = [await sub.queue.get()]
                 except TimeoutError:
                     yield ping()
                     continue
-                if row_id <= sent:
-                    continue
-                yield frame(name, payload, str(row_id))
-                sent = row_id
+                while len(batch) < MAX_BATCH and not sub.queue.empty():  # a backlog leaves in one write
+                    batch.append(sub.queue.get_nowait())
+                out = []
+                for row_id, name, _chans, payload in batch:
+                    if row_id <= sent:
+                        continue
+                    out.append(event_frame(row_id, name, payload))
+                    sent = row_id
+                if out:
+                    yield "".join(out)
         finally:
             event_bus.unsubscribe(sub)
 
