@@ -161,6 +161,16 @@ def refresh_batch(session: Session, batch_id: str, *, now: dt.datetime | None = 
             "finalized": finalized, "status": batch.status}
 
 
+def unlaunched_batches(session: Session, *, created_before: dt.datetime, limit: int = 50) -> list[str]:
+    """Running batches with no backfill recorded, created before ``created_before``: the API
+    request that wrote them died before recording the backfill it launched, or before launching it
+    (``POST /api/audits/batch`` writes the rows, launches, then records the backfill id)."""
+    return list(session.scalars(
+        select(AuditBatch.id).where(AuditBatch.status == "running", AuditBatch.backfill_id.is_(None),
+                                    AuditBatch.started_at < created_before)
+        .order_by(AuditBatch.started_at).limit(limit)))
+
+
 def running_batches(session: Session, limit: int = 200) -> list[tuple[str, str | None]]:
     return [tuple(r) for r in session.execute(
         select(AuditBatch.id, AuditBatch.backfill_id).where(AuditBatch.status == "running")

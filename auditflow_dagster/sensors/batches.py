@@ -9,6 +9,8 @@ backfill is over and none of its runs is still going, an item whose audit was ne
 
 from __future__ import annotations
 
+import datetime as dt
+
 from dagster import (
     DagsterRunStatus,
     DefaultSensorStatus,
@@ -19,8 +21,12 @@ from dagster import (
 )
 
 from auditflow_dagster.db import batches as batch_db
+from auditflow_dagster.db.clock import now_utc
 from auditflow_dagster.db.session import session_scope
 
+#: ``POST /api/audits/batch`` records its backfill right after launching it (one GraphQL call, 30 s
+#: timeout, the rows dropped if it fails): a batch without one after this long lost its request
+LAUNCH_GRACE = dt.timedelta(minutes=5)
 BACKFILL_DONE = {"COMPLETED", "FAILED", "CANCELED", "COMPLETED_SUCCESS", "COMPLETED_FAILED"}
 RUN_ACTIVE = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
               DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
@@ -36,9 +42,33 @@ def backfill_settled(instance, backfill_id: str | None) -> bool:
     return not instance.get_run_records(RunsFilter(tags={"dagster/backfill": backfill_id}, statuses=RUN_ACTIVE), limit=1)
 
 
+def settle_unlaunched(instance, now: dt.datetime | None = None) -> dict[str, int]:
+    """Batches whose API request died between writing the rows and recording the backfill (a
+    replica killed mid-request): the backfill Dagster took carries the batch id as a tag, so it is
+    recorded and the batch goes on as if the request had finished; with no such backfill nothing
+    was launched, and the batch is dropped as the route drops one whose launch failed (its client
+    never got the id). Only after ``LAUNCH_GRACE``: a live request records its backfill within its
+    GraphQL timeout. Returns ``{adopted, dropped}``."""
+    from dagster._core.execution.backfill import BulkActionsFilter
+
+    counts = {"adopted": 0, "dropped": 0}
+    with session_scope() as s:
+        orphans = batch_db.unlaunched_batches(s, created_before=(now or now_utc()) - LAUNCH_GRACE)
+    for batch_id in orphans:
+        found = instance.get_backfills(filters=BulkActionsFilter(tags={"auditflow/batch_id": batch_id}), limit=1)
+        with session_scope() as s:
+            if found:
+                batch_db.mark_launched(s, batch_id, found[0].backfill_id)
+                counts["adopted"] += 1
+            else:
+                batch_db.drop_batch(s, batch_id)
+                counts["dropped"] += 1
+    return counts
+
+
 def watch_batches(instance) -> dict[str, int]:
-    """One pass over the running batches; returns ``{batches, advanced, finalized}``."""
-    counts = {"batches": 0, "advanced": 0, "finalized": 0}
+    """One pass over the running batches; returns ``{batches, advanced, finalized, adopted, dropped}``."""
+    counts = {"batches": 0, "advanced": 0, "finalized": 0, **settle_unlaunched(instance)}
     with session_scope() as s:
         running = batch_db.running_batches(s)
     for batch_id, backfill_id in running:
@@ -64,4 +94,5 @@ def audit_batches_progress(context: SensorEvaluationContext) -> SkipReason:
     ensure_database_env()
     counts = watch_batches(context.instance)
     return SkipReason(f"audit batches: running={counts['batches']}, advanced={counts['advanced']}, "
-                      f"finalized={counts['finalized']}")
+                      f"finalized={counts['finalized']}, unlaunched adopted={counts['adopted']}, "
+                      f"dropped={counts['dropped']}")

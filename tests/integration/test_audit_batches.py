@@ -263,3 +263,46 @@ def test_unknown_config_bad_json_dagster_down_and_unknown_batch(client, fake, co
         assert r.status_code == 503 and r.json()["code"] == "SERVICE_UNAVAILABLE"
     with session_scope() as s:  # a batch that could not launch leaves nothing behind
         assert s.scalar(select(func.count()).select_from(AuditBatch)) == 0
+
+
+def test_batches_whose_request_died_before_recording_the_backfill(config_id, dagster_instance):
+    """``POST /api/audits/batch`` writes the rows, launches, then records the backfill id; an API
+    replica killed in between (tests/e2e/test_crash_safety.py) leaves a running batch without a
+    backfill, which would wait the 6 h TTL. After the launch grace, the sensor records the backfill
+    Dagster took (found by its ``auditflow/batch_id`` tag), or drops a batch nothing was launched
+    for, as the route drops one whose launch failed."""
+    import datetime as dt
+    import time
+
+    from dagster import AssetKey
+    from dagster._core.execution.backfill import PartitionBackfill
+
+    from auditflow_dagster.db.clock import now_utc
+    from auditflow_dagster.definitions import defs
+    from auditflow_dagster.sensors.batches import LAUNCH_GRACE, settle_unlaunched
+
+    fiches = [generator.fiche_id_for(dt.date.fromisoformat(DAY), i) for i in range(2)]
+    dagster_instance.add_dynamic_partitions("fiches", fiches)
+    with session_scope() as s:
+        launched, _ = batch_db.create_batch(s, fiche_ids=fiches, audit_config_id=config_id, use_rlm=False, user_id=None)
+        never, _ = batch_db.create_batch(s, fiche_ids=fiches, audit_config_id=config_id, use_rlm=False, user_id=None)
+        recent, _ = batch_db.create_batch(s, fiche_ids=fiches, audit_config_id=config_id, use_rlm=False, user_id=None)
+        launched, never, recent = launched.id, never.id, recent.id
+        for batch_id in (launched, never):
+            s.get(AuditBatch, batch_id).started_at = now_utc() - LAUNCH_GRACE - dt.timedelta(seconds=1)
+    backfill = PartitionBackfill.from_asset_partitions(
+        backfill_id="bfdied01", asset_graph=defs.resolve_asset_graph(), partition_names=fiches,
+        asset_selection=[AssetKey("fiche_details")], backfill_timestamp=time.time(),
+        tags={"auditflow/batch_id": launched, "auditflow/trigger": "batch"}, dynamic_partitions_store=dagster_instance,
+        all_partitions=False, title=launched, description=None, run_config=None)
+    dagster_instance.add_backfill(backfill)
+
+    assert settle_unlaunched(dagster_instance) == {"adopted": 1, "dropped": 1}
+    with session_scope() as s:
+        assert s.get(AuditBatch, launched).backfill_id == "bfdied01"  # progress goes on as usual
+        assert s.get(AuditBatch, never) is None
+        assert s.scalar(select(func.count()).select_from(AuditBatchItem).where(AuditBatchItem.batch_id == never)) == 0
+        assert s.get(AuditBatch, recent).backfill_id is None  # within the grace: its request may be live
+    assert [e["batch_id"] for e in _events(launched, "batch.progress")] == [launched]
+    assert settle_unlaunched(dagster_instance) == {"adopted": 0, "dropped": 0}
+    assert "unlaunched adopted=0, dropped=0" in _sensor(dagster_instance)
